@@ -1,0 +1,68 @@
+"""What the runner hands to plugins while they work."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from bench import threat
+from bench.progress import progress
+
+
+@dataclass
+class TrainContext:
+    """Given to ``Defense.fit``.
+
+    ``model_of(defense, **overrides)`` returns another defense's trained model on the same dataset and seed
+    (from the cache, training it first, visibly, if needed) -- e.g. a teacher, or an original model to unlearn.
+    ``log(epoch=..., **scalars)`` appends to the training history stored with the model.
+    """
+
+    device: torch.device
+    seed: int
+    generator: torch.Generator
+    artifacts: Path
+    model_of: Callable[..., torch.nn.Module]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def log(self, **scalars: Any) -> None:
+        self.history.append({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in scalars.items()})
+
+    def progress(self, iterable: Iterable, desc: str, total: int | None = None):
+        return progress(iterable, desc=desc, total=total)
+
+    def batches(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = True):
+        """Mini-batches on the device, shuffled by this context's generator (deterministic under the seed)."""
+        n = len(x)
+        order = torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            yield x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)
+
+
+@dataclass
+class AttackContext:
+    """Given to ``Attack.perturb``: the data bounds, a seeded generator for random starts, and
+    ``run(attack, model, x, y, eps)`` to call another attack with the framework's threat check applied
+    (composite evaluators such as ``worst-case`` use it)."""
+
+    bounds: tuple[float, float]
+    generator: torch.Generator
+    registry: Any
+    profile: str
+    violations: int = 0
+
+    def attack(self, name: str):
+        """Another registered attack, with this run's profile applied to its hyperparameters."""
+        from bench.hparams import resolve
+
+        cls = self.registry.load("attack", name)
+        return cls(resolve({name: cls}, self.profile, [])[name])
+
+    def run(self, attack, model, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        x_adv = attack.perturb(model, x, y, eps, self)
+        x_adv, bad = threat.enforce(x, x_adv, attack.norm, eps, self.bounds)
+        self.violations += bad
+        return x_adv
