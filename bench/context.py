@@ -25,6 +25,7 @@ class TrainContext:
     generator: torch.Generator
     artifacts: Path
     model_of: Callable[..., torch.nn.Module]
+    epsilons: dict[str, tuple[float, ...]] = field(default_factory=dict)  # the dataset's budgets
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def log(self, **scalars: Any) -> None:

@@ -2,7 +2,8 @@
 
 A record (schema ``bench.record/1``)::
 
-    {"schema": "bench.record/1", "key": <sha256 of the cell config>, "status": "ok" | "failed",
+    {"schema": "bench.record/1", "key": <sha256 of the cell config and code version>,
+     "config_id": <sha256 of the cell config alone>, "status": "ok" | "failed",
      "track": "image-robustness", "profile": "quick", "seed": 0,
      "dataset": {"name", "params", "origin"},
      "defense": {"name", "params", "origin", "model_key"},
@@ -75,9 +76,12 @@ def check_invariants(record: dict) -> None:
 
 
 def record_path(records_dir: Path, record: dict) -> Path:
-    """records/<track>/<dataset>/<defense>/<attack>-s<seed>-<key[:12]>.json"""
-    return (records_dir / record["track"] / record["dataset"]["name"] / record["defense"]["name"]
-            / f"{record['attack']['name']}-s{record['seed']}-{record['key'][:12]}.json")
+    """records/<track>/<dataset>/<profile>/<defense>/<attack>-s<seed>-<config_id[:10]>.json
+
+    The name leaves out the code version, so a rerun after a code change replaces the old record."""
+    return (records_dir / record["track"] / record["dataset"]["name"] / record["profile"]
+            / record["defense"]["name"]
+            / f"{record['attack']['name']}-s{record['seed']}-{record['config_id'][:10]}.json")
 
 
 def write_record(records_dir: Path, record: dict) -> Path:

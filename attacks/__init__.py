@@ -1,0 +1,1 @@
+"""Built-in attack plugins (registered in pyproject.toml under ``bench.attacks``)."""

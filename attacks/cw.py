@@ -1,0 +1,49 @@
+"""Carlini & Wagner L2 attack (2017), through foolbox."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import foolbox
+
+from bench.adversarial import keep_modes, no_param_grads
+from bench.plugins import IMAGE_TRACK, Attack
+
+
+@dataclass(frozen=True)
+class CWParams:
+    binary_search_steps: int = 3
+    steps: int = 50  # Adam steps per binary-search step
+    stepsize: float = 0.01  # Adam learning rate
+    confidence: float = 0.0  # kappa: required logit margin
+    initial_const: float = 0.001  # c, the trade-off between distance and misclassification
+
+
+class CWL2(Attack):
+    """C&W L2 (Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017).
+
+    A minimum-norm attack: Adam on the tanh-reparametrised input minimises ||delta||_2^2 + c * f(x+delta)
+    with the logit-margin loss f (confidence kappa), and a binary search over c. Implementation:
+    ``foolbox.attacks.L2CarliniWagnerAttack``, called with ``epsilons=[eps]`` so that foolbox clips the
+    found perturbation to the L2 ball of radius eps (the threat model is the fixed-budget L2 ball).
+    Defaults (quick): 3 binary-search steps of 50 Adam steps, lr 0.01, kappa 0, c0 = 1e-3; full: 9 x 1000
+    (the paper's 9 binary-search steps; it used up to 10,000 iterations with early abort); smoke: 1 x 3.
+
+    Departures from the paper: the quick and smoke budgets are far below the paper's; a minimum-norm result
+    larger than eps is scaled back into the ball rather than reported as a failure with its norm.
+    """
+
+    track = IMAGE_TRACK
+    norm = "l2"
+    Params = CWParams
+    profiles = {"smoke": {"binary_search_steps": 1, "steps": 3}, "quick": {},
+                "full": {"binary_search_steps": 9, "steps": 1000}}
+
+    def perturb(self, model, x, y, eps, ctx):
+        p = self.params
+        attack = foolbox.attacks.L2CarliniWagnerAttack(
+            binary_search_steps=p.binary_search_steps, steps=p.steps, stepsize=p.stepsize,
+            confidence=p.confidence, initial_const=p.initial_const)
+        with no_param_grads(model), keep_modes(model):
+            fmodel = foolbox.PyTorchModel(model, bounds=ctx.bounds, device=x.device)
+            _, clipped, _ = attack(fmodel, x, y, epsilons=[eps])
+        return clipped[0].detach()

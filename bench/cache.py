@@ -1,0 +1,73 @@
+"""Trained models on disk: safetensors weights plus JSON metadata, keyed by the hash of the config.
+
+The JSON is written last and stores the weights' sha256, so a half-written or corrupted artifact is detected
+(and rebuilt by the runner). Nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.records import write_json_atomic
+
+
+class CorruptArtifact(Exception):
+    pass
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ModelCache:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def paths(self, key: str) -> tuple[Path, Path]:
+        return self.root / f"{key}.safetensors", self.root / f"{key}.json"
+
+    def has(self, key: str) -> bool:
+        return self.paths(key)[1].exists()
+
+    def save(self, key: str, model, meta: dict[str, Any]) -> None:
+        from safetensors.torch import save_file
+
+        weights, meta_path = self.paths(key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(state, tmp)
+            os.replace(tmp, weights)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        write_json_atomic(meta_path, {**meta, "key": key, "sha256": _sha256(weights)})
+
+    def load(self, key: str, model) -> dict[str, Any]:
+        """Load weights into ``model``; return the metadata. Raise CorruptArtifact on any inconsistency."""
+        from safetensors.torch import load_file
+
+        weights, meta_path = self.paths(key)
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("key") != key or not weights.exists() or _sha256(weights) != meta.get("sha256"):
+                raise CorruptArtifact(f"checksum mismatch for {weights.name}")
+            model.load_state_dict(load_file(str(weights)), strict=True)
+        except CorruptArtifact:
+            raise
+        except Exception as exc:  # unreadable JSON, bad header, wrong shapes...
+            raise CorruptArtifact(f"{weights.name}: {type(exc).__name__}: {exc}") from exc
+        return meta
+
+    def discard(self, key: str) -> None:
+        for path in self.paths(key):
+            path.unlink(missing_ok=True)

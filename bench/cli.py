@@ -1,0 +1,157 @@
+"""The ``bench`` command line.
+
+Importing this module (``bench --help``, ``bench list``) loads neither torch nor any plugin module: the
+registry reads entry-point metadata only. Bad input prints one line and exits with code 2, writing nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bench.errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit code 2 (argparse prints the usage too)
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bench", description="Benchmark defenses against attacks on datasets; write leaderboards.")
+    p.add_argument("--results", type=Path, default=Path(os.environ.get("BENCH_RESULTS", "results")),
+                   help="results root: records/, logs/, cache/ and the leaderboard tables (default: ./results, "
+                        "or $BENCH_RESULTS); the repository's leaderboards/ folder is one such root")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ls = sub.add_parser("list", help="registered defenses, attacks and datasets, with their origin")
+    ls.add_argument("kind", nargs="?", choices=("defenses", "attacks", "datasets"))
+    ls.add_argument("--long", action="store_true",
+                    help="also import each plugin to show its track and capabilities")
+
+    info = sub.add_parser("info", help="one plugin's documentation, capabilities and hyperparameters")
+    info.add_argument("name")
+
+    run = sub.add_parser("run", help="train (once, cached) and evaluate a grid; one record per cell")
+    run.add_argument("--suite", help="a predefined grid: " + ", ".join(_suite_names()))
+    run.add_argument("--defense", nargs="+", default=[], metavar="D")
+    run.add_argument("--attack", nargs="+", default=[], metavar="A")
+    run.add_argument("--dataset", nargs="+", default=[], metavar="S")
+    run.add_argument("--seed", nargs="+", type=int, default=[], metavar="N")
+    run.add_argument("--profile", choices=("smoke", "quick", "full"))
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a hyperparameter, [plugin.]field=JSON (repeatable)")
+    run.add_argument("--data-root", help="dataset files in torchvision's layout")
+    run.add_argument("--force", action="store_true", help="retrain and re-evaluate even if cached/finished")
+
+    lb = sub.add_parser("leaderboard", help="regenerate the leaderboard tables from the records")
+    lb.add_argument("--check", action="store_true",
+                    help="fail (exit 1) when the tables on disk differ from what the records give")
+    return p
+
+
+def _suite_names() -> list[str]:
+    from bench.suites import SUITES
+
+    return sorted(SUITES)
+
+
+def cmd_list(args, registry) -> int:
+    kinds = [args.kind[:-1]] if args.kind else ["defense", "attack", "dataset"]
+    for kind in kinds:
+        print(f"{kind}s:")
+        for entry in registry.entries(kind):
+            line = f"  {entry.name:<16} {entry.target:<44} {entry.origin}"
+            if args.long:
+                cls = registry.load(kind, entry.name)
+                caps = ", ".join(f"{k}={v}" for k, v in cls.capabilities().items())
+                line = f"  {entry.name:<16} {caps}  [{entry.origin}]"
+            print(line)
+    return 0
+
+
+def cmd_info(args, registry) -> int:
+    import dataclasses
+    import inspect
+
+    matches = [k for k in ("defense", "attack", "dataset") if args.name in registry.names(k)]
+    if not matches:
+        registry.entry("attack" if args.name not in registry.names("defense") else "defense", args.name)
+    for kind in matches:
+        cls = registry.load(kind, args.name)
+        print(f"{kind} {args.name}  ({registry.entry(kind, args.name).origin})")
+        print(inspect.cleandoc(cls.__doc__ or ""))
+        print("capabilities: " + ", ".join(f"{k}={v}" for k, v in cls.capabilities().items()))
+        print("hyperparameters (defaults; profile overrides):")
+        for f in dataclasses.fields(cls.Params):
+            per_profile = {p: o[f.name] for p, o in cls.profiles.items() if f.name in o}
+            extra = f"  {per_profile}" if per_profile else ""
+            print(f"  {f.name} = {f.default!r}{extra}")
+    return 0
+
+
+def cmd_run(args, registry) -> int:
+    from bench.runner import Runner, Selection, format_summary, plan
+    from bench.suites import SUITES
+
+    grid = {"defenses": (), "attacks": (), "datasets": (), "seeds": (), "profile": "quick"}
+    if args.suite:
+        if args.suite not in SUITES:
+            raise UsageError(f"unknown suite {args.suite!r}; choose one of {', '.join(sorted(SUITES))}")
+        grid.update(SUITES[args.suite])
+    # Explicit flags replace the suite's entries.
+    for flag, key in (("defense", "defenses"), ("attack", "attacks"), ("dataset", "datasets"), ("seed", "seeds")):
+        if getattr(args, flag):
+            grid[key] = tuple(getattr(args, flag))
+    selection = Selection(defenses=tuple(grid["defenses"]), attacks=tuple(grid["attacks"]),
+                          datasets=tuple(grid["datasets"]), seeds=tuple(grid["seeds"]) or (0,),
+                          profile=args.profile or grid["profile"], sets=tuple(args.sets),
+                          data_root=args.data_root)
+    the_plan = plan(registry, selection)  # every check happens here, before any compute or write
+    runner = Runner(registry, args.results, device=args.device, force=args.force)
+    try:
+        code = runner.execute(the_plan)
+    finally:
+        print(format_summary(runner.summary))
+    if runner.failed:
+        print(f"{runner.failed} cell(s) failed; tracebacks in {args.results / 'logs'}", file=sys.stderr)
+    return code
+
+
+def cmd_leaderboard(args, registry) -> int:
+    from bench.leaderboard_io import check, regenerate
+
+    if args.check:
+        stale = check(registry, args.results)
+        for path in stale:
+            print(f"out of date: {path}")
+        if stale:
+            print("run `bench leaderboard` to regenerate the tables from the records", file=sys.stderr)
+            return 1
+        print("leaderboards match the records")
+        return 0
+    for path in regenerate(registry, args.results):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        from bench.registry import Registry
+
+        registry = Registry()
+        handler = {"list": cmd_list, "info": cmd_info, "run": cmd_run, "leaderboard": cmd_leaderboard}
+        return handler[args.command](args, registry)
+    except UsageError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

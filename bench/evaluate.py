@@ -1,0 +1,35 @@
+"""Evaluation of one model: clean predictions once, then each attack at each eps on the clean-correct
+examples only (a misclassified example is not robust and needs no attack), with the framework's
+threat-model check on every adversarial batch."""
+from __future__ import annotations
+
+import torch
+
+from bench import threat
+from bench.context import AttackContext
+from bench.progress import progress
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
+    out = [model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def robust_accuracy(model, attack, x: torch.Tensor, y: torch.Tensor, clean_correct: torch.Tensor, eps: float,
+                    ctx: AttackContext, device: torch.device, batch_size: int) -> tuple[float, int]:
+    """Fraction of all examples classified correctly both clean and under ``attack`` at ``eps``;
+    and the number of examples the threat check had to clip."""
+    if eps == 0:
+        return float(clean_correct.float().mean()), 0
+    robust = clean_correct.clone()
+    idx = clean_correct.nonzero().flatten()
+    violations_before = ctx.violations
+    batches = range(0, len(idx), batch_size)
+    for i in progress(batches, desc=f"{attack.name} eps={eps:g}"):
+        b = idx[i:i + batch_size]
+        xb, yb = x[b].to(device), y[b].to(device)
+        x_adv = ctx.run(attack, model, xb, yb, eps)  # enforced: within eps and bounds
+        with torch.no_grad():
+            robust[b] = (model(x_adv).argmax(1) == yb).cpu()
+    return float(robust.float().mean()), ctx.violations - violations_before

@@ -1,0 +1,375 @@
+"""The grid runner.
+
+``plan`` validates everything a run needs (names, compatibility, hyperparameters, data) before any compute and
+raises ``UsageError`` on the first problem. ``Runner.execute`` then trains each (defense, dataset, seed,
+hyperparameters) once -- or takes it from the cache -- and evaluates every requested attack on it, writing one
+record per cell. Finished cells are skipped, so an interrupted run resumes; a failing plugin fails its cell
+(recorded, traceback logged), not the grid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import hashing, hparams
+from bench.errors import UsageError
+from bench.plugins import PROFILES, Attack, Dataset, Defense
+from bench.records import read_record, record_path, write_record
+
+# Shared modules whose code changes a trained model / an evaluation (they enter the cache keys).
+TRAIN_CODE = ("bench.models", "bench.training", "bench.adversarial")
+EVAL_CODE = ("bench.evaluate", "bench.threat", "bench.adversarial")
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    defenses: tuple[str, ...]
+    attacks: tuple[str, ...]
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+    profile: str = "quick"
+    sets: tuple[str, ...] = ()
+    data_root: str | None = None
+
+
+@dataclasses.dataclass
+class Cell:
+    attack: Attack
+    epsilons: tuple[float, ...]
+    config_id: str
+    key: str
+
+
+@dataclasses.dataclass
+class ModelJob:
+    dataset: Dataset
+    defense: Defense
+    seed: int
+    cells: list[Cell]
+
+
+@dataclasses.dataclass
+class Plan:
+    profile: str
+    jobs: list[ModelJob]
+
+
+def _origin(registry, kind: str, name: str) -> str:
+    return registry.entry(kind, name).origin
+
+
+def incompatibility(defense: type[Defense], dataset: type[Dataset], attack: type[Attack] | None = None) -> str | None:
+    """Why the pair/triple cannot run together, or None."""
+    if defense.track not in dataset.tracks:
+        return f"defense {defense.name} (track {defense.track}) does not apply to dataset {dataset.name} " \
+               f"(tracks {', '.join(dataset.tracks)})"
+    if defense.modality != dataset.modality:
+        return f"defense {defense.name} ({defense.modality}) does not apply to {dataset.modality} dataset {dataset.name}"
+    if attack is None:
+        return None
+    if attack.track != defense.track or attack.consumes != defense.produces:
+        return f"attack {attack.name} (track {attack.track}, consumes {attack.consumes}) cannot evaluate " \
+               f"defense {defense.name} (track {defense.track}, produces {defense.produces})"
+    if attack.modality != dataset.modality:
+        return f"attack {attack.name} ({attack.modality}) does not apply to {dataset.modality} dataset {dataset.name}"
+    if attack.norm not in dataset.epsilons:
+        return f"dataset {dataset.name} defines no {attack.norm} budget for attack {attack.name}"
+    return None
+
+
+def _compatible_names(registry, kind: str, test) -> list[str]:
+    names = []
+    for name in registry.names(kind):
+        try:
+            if test(registry.load(kind, name)) is None:
+                names.append(name)
+        except UsageError:
+            pass  # a broken plugin is simply not suggested
+    return names
+
+
+def plan(registry, sel: Selection) -> Plan:
+    if sel.profile not in PROFILES:
+        raise UsageError(f"unknown profile {sel.profile!r}; choose one of {', '.join(PROFILES)}")
+    if not (sel.defenses and sel.attacks and sel.datasets and sel.seeds):
+        raise UsageError("nothing to run: give at least one --defense, --attack and --dataset (or --suite)")
+    defenses = {n: registry.load("defense", n) for n in dict.fromkeys(sel.defenses)}
+    attacks = {n: registry.load("attack", n) for n in dict.fromkeys(sel.attacks)}
+    datasets = {n: registry.load("dataset", n) for n in dict.fromkeys(sel.datasets)}
+
+    for ds in datasets.values():
+        for d in defenses.values():
+            if why := incompatibility(d, ds):
+                ok = _compatible_names(registry, "dataset", lambda c: incompatibility(d, c))
+                raise UsageError(f"{why}; datasets compatible with {d.name}: {', '.join(ok) or 'none'}")
+            for a in attacks.values():
+                if why := incompatibility(d, ds, a):
+                    ok = _compatible_names(registry, "attack", lambda c: incompatibility(d, ds, c))
+                    raise UsageError(f"{why}; compatible attacks: {', '.join(ok) or 'none'}")
+
+    by_name: dict[str, type] = {}
+    for group in (defenses, attacks, datasets):
+        for name, cls in group.items():
+            if name in by_name:
+                raise UsageError(f"{name!r} names two selected plugins; --set cannot tell them apart")
+            by_name[name] = cls
+    sets = list(sel.sets)
+    if sel.data_root is not None:
+        rooted = [n for n, c in datasets.items() if "root" in {f.name for f in dataclasses.fields(c.Params)}]
+        if not rooted:
+            raise UsageError("--data-root: none of the selected datasets reads files from a root")
+        sets += [f"{n}.root={json.dumps(sel.data_root)}" for n in rooted]
+    params = hparams.resolve(by_name, sel.profile, sets)
+
+    dataset_objs = {n: c(params[n]) for n, c in datasets.items()}
+    for ds in dataset_objs.values():
+        ds.check()
+
+    jobs = []
+    for ds_name, ds in dataset_objs.items():
+        for d_name, d_cls in defenses.items():
+            for seed in sel.seeds:
+                defense = d_cls(params[d_name])
+                cells = []
+                for a_name, a_cls in attacks.items():
+                    attack = a_cls(params[a_name])
+                    eps = tuple(sorted(set(ds.epsilons[attack.norm])
+                                       | (set(ds.sweep.get(attack.norm, ())) if attack.curve else set())))
+                    config = {"profile": sel.profile, "seed": seed, "dataset": _config(ds),
+                              "defense": _config(defense), "attack": _config(attack), "epsilons": eps}
+                    config_id = hashing.digest(config)
+                    code = hashing.code_version(type(attack).__module__, *EVAL_CODE)
+                    key = hashing.digest({"config_id": config_id, "model": model_key(defense, ds, seed),
+                                          "code": code})
+                    cells.append(Cell(attack, eps, config_id, key))
+                jobs.append(ModelJob(ds, defense, seed, cells))
+    return Plan(sel.profile, jobs)
+
+
+def _config(plugin) -> dict[str, Any]:
+    return {"name": plugin.name, "params": hparams.as_dict(plugin.params)}
+
+
+def model_key(defense: Defense, dataset: Dataset, seed: int) -> str:
+    code = hashing.code_version(type(defense).__module__, type(dataset).__module__, *TRAIN_CODE)
+    return hashing.digest({"defense": _config(defense), "dataset": _config(dataset), "seed": seed, "code": code})
+
+
+class Runner:
+    def __init__(self, registry, results: Path, device: str = "auto", force: bool = False,
+                 out=sys.stdout, batch_size: int = 500):
+        import torch
+
+        from bench.cache import ModelCache
+
+        self.registry = registry
+        self.records = results / "records"
+        self.logs = results / "logs"
+        self.cache = ModelCache(results / "cache")
+        self.artifacts = results / "artifacts"
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available")
+        self.device = torch.device(device)
+        self.force = force
+        self.out = out
+        self.batch_size = batch_size
+        self._data: dict[str, Any] = {}
+        self._models: dict[str, tuple[Any, dict]] = {}
+        self.summary: list[dict[str, Any]] = []
+        self.failed = 0
+
+    def say(self, msg: str) -> None:
+        print(msg, file=self.out, flush=True)
+
+    # ---- data and models -------------------------------------------------------------------------------
+    def data(self, dataset: Dataset):
+        key = hashing.digest(_config(dataset))
+        if key not in self._data:
+            self._data[key] = dataset.load()
+        return self._data[key]
+
+    def model(self, defense: Defense, dataset: Dataset, seed: int, profile: str):
+        """(model in eval mode on the device, metadata); trained once, then from the cache."""
+        import torch
+
+        from bench.cache import CorruptArtifact
+        from bench.context import TrainContext
+
+        key = model_key(defense, dataset, seed)
+        if key in self._models:
+            return self._models[key]
+        data = self.data(dataset)
+        torch.manual_seed(seed)  # weight initialisation
+        model = defense.build(data.spec)
+        meta = None
+        if self.cache.has(key) and not self.force:
+            try:
+                meta = {**self.cache.load(key, model), "cached": True}
+            except CorruptArtifact as exc:
+                self.say(f"  cache: {exc}; rebuilding")
+                self.cache.discard(key)
+        if meta is None:
+            self.say(f"  training {defense.name} on {dataset.name} (seed {seed}, {profile})")
+            torch.manual_seed(seed)
+            ctx = TrainContext(
+                device=self.device, seed=seed, generator=torch.Generator().manual_seed(seed),
+                artifacts=self.artifacts / key[:16],
+                model_of=lambda name, **overrides: self.model_of(name, overrides, dataset, seed, profile)[0],
+                epsilons=dict(dataset.epsilons))
+            start = time.perf_counter()
+            defense.fit(model, data, ctx)
+            train_s = time.perf_counter() - start
+            meta = {"defense": _config(defense), "dataset": _config(dataset), "seed": seed,
+                    "train_s": train_s, "history": ctx.history, "device": str(self.device),
+                    "created": _now()}
+            self.cache.save(key, model, meta)
+            meta = {**meta, "key": key, "cached": False}
+        model.to(self.device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)  # attacks need input gradients only
+        self._models[key] = (model, meta)
+        return model, meta
+
+    def model_of(self, name: str, overrides: dict, dataset: Dataset, seed: int, profile: str):
+        """Another defense's model on the same data and seed (e.g. a teacher), trained first if missing."""
+        cls = self.registry.load("defense", name)
+        params = hparams.build_params(cls.Params, name, {**cls.profiles.get(profile, {}), **overrides})
+        return self.model(cls(params), dataset, seed, profile)
+
+    # ---- the grid -------------------------------------------------------------------------------------------
+    def done(self, job: ModelJob, cell: Cell, profile: str) -> bool:
+        if self.force:
+            return False
+        record = read_record(record_path(self.records, self._skeleton(job, cell, profile)))
+        return record is not None and record.get("key") == cell.key and record.get("status") == "ok"
+
+    def execute(self, plan: Plan) -> int:
+        """Run the plan; 0 when every cell succeeded, 1 when some failed."""
+        for job in plan.jobs:
+            pending = [c for c in job.cells if not self.done(job, c, plan.profile)]
+            label = f"{job.dataset.name} / {job.defense.name} / seed {job.seed}"
+            if not pending:
+                self.say(f"{label}: all {len(job.cells)} cells done (skipped)")
+                for cell in job.cells:
+                    self.summary.append(self._summary_row(job, cell, read_record(
+                        record_path(self.records, self._skeleton(job, cell, plan.profile)))))
+                continue
+            self.say(f"{label}: {len(pending)} of {len(job.cells)} cells to run")
+            try:
+                model, meta = self.model(job.defense, job.dataset, job.seed, plan.profile)
+                clean = self._clean(model, job.dataset)
+            except Exception as exc:
+                for cell in pending:
+                    self._fail(job, cell, plan.profile, exc, stage="training")
+                continue
+            for cell in pending:
+                try:
+                    self._evaluate(job, cell, plan.profile, model, meta, clean)
+                except Exception as exc:
+                    self._fail(job, cell, plan.profile, exc, stage="evaluation")
+        return 1 if self.failed else 0
+
+    def _clean(self, model, dataset: Dataset):
+        from bench.evaluate import predict
+
+        data = self.data(dataset)
+        start = time.perf_counter()
+        correct = predict(model, data.test_x, self.device, self.batch_size) == data.test_y
+        return correct, time.perf_counter() - start
+
+    def _evaluate(self, job: ModelJob, cell: Cell, profile: str, model, meta: dict, clean) -> None:
+        import torch
+
+        from bench.context import AttackContext
+        from bench.evaluate import robust_accuracy
+
+        clean_correct, clean_s = clean
+        data = self.data(job.dataset)
+        n = len(data.test_y)
+        ctx = AttackContext(bounds=data.spec.bounds, registry=self.registry, profile=profile,
+                            generator=torch.Generator().manual_seed(int(cell.config_id[:15], 16)))
+        metrics = [{"name": "clean_acc", "value": float(clean_correct.float().mean()), "n": n}]
+        start = time.perf_counter()
+        for eps in cell.epsilons:
+            value, _ = robust_accuracy(model, cell.attack, data.test_x, data.test_y, clean_correct, eps, ctx,
+                                       self.device, self.batch_size)
+            metrics.append({"name": "robust_acc", "norm": cell.attack.norm, "eps": eps, "value": value, "n": n,
+                            "definition": cell.attack.describe()})
+        eval_s = time.perf_counter() - start
+        checked = int(clean_correct.sum()) * sum(1 for e in cell.epsilons if e > 0)
+        record = {**self._skeleton(job, cell, profile), "status": "ok", "metrics": metrics,
+                  "threat_model": {"norm": cell.attack.norm, "epsilons": list(cell.epsilons),
+                                   "checked": checked, "violations": ctx.violations},
+                  "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"], "eval_s": eval_s,
+                              "clean_eval_s": clean_s}}
+        write_record(self.records, self._provenance(record))
+        if ctx.violations:
+            self.say(f"  WARNING {cell.attack.name}: {ctx.violations} adversarial examples were outside the "
+                     f"threat model and were clipped (flagged in the record)")
+        self.summary.append(self._summary_row(job, cell, record))
+
+    def _skeleton(self, job: ModelJob, cell: Cell, profile: str) -> dict[str, Any]:
+        a = cell.attack
+        return {"key": cell.key, "config_id": cell.config_id, "track": job.defense.track,
+                "profile": profile, "seed": job.seed,
+                "dataset": {**_config(job.dataset), "origin": _origin(self.registry, "dataset", job.dataset.name)},
+                "defense": {**_config(job.defense), "origin": _origin(self.registry, "defense", job.defense.name),
+                            "model_key": model_key(job.defense, job.dataset, job.seed)},
+                "attack": {**_config(a), "origin": _origin(self.registry, "attack", a.name), "norm": a.norm,
+                           "definition": a.describe()}}
+
+    def _provenance(self, record: dict) -> dict:
+        from bench import __version__, environment
+
+        return {**record, "hardware": environment.hardware(self.device), "packages": environment.packages(),
+                "git_commit": environment.git_commit(), "bench_version": __version__, "created": _now()}
+
+    def _fail(self, job: ModelJob, cell: Cell, profile: str, exc: BaseException, stage: str) -> None:
+        self.failed += 1
+        skeleton = self._skeleton(job, cell, profile)
+        log = self.logs / record_path(Path(), skeleton).with_suffix(".log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(traceback.format_exception(exc)))
+        message = f"{type(exc).__name__}: {exc}"
+        self.say(f"  FAILED {cell.attack.name} ({stage}): {message} -- traceback in {log}")
+        record = {**skeleton, "status": "failed", "metrics": [],
+                  "error": {"stage": stage, "type": type(exc).__name__, "message": str(exc), "log": str(log)}}
+        write_record(self.records, self._provenance(record))
+        self.summary.append(self._summary_row(job, cell, record))
+
+    def _summary_row(self, job: ModelJob, cell: Cell, record: dict | None) -> dict[str, Any]:
+        row = {"dataset": job.dataset.name, "defense": job.defense.name, "seed": job.seed,
+               "attack": cell.attack.name, "status": (record or {}).get("status", "missing")}
+        for m in (record or {}).get("metrics", []):
+            if m["name"] == "clean_acc":
+                row["clean"] = m["value"]
+            elif m["eps"] == job.dataset.epsilons[cell.attack.norm][0]:
+                row["robust"] = m["value"]
+                row["eps"] = m["eps"]
+        return row
+
+
+def format_summary(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    head = f"{'dataset':<14} {'defense':<12} {'seed':>4} {'attack':<14} {'clean':>6} {'robust':>7} {'eps':>6}  status"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        clean = f"{100 * r['clean']:.1f}" if "clean" in r else "-"
+        robust = f"{100 * r['robust']:.1f}" if "robust" in r else "-"
+        eps = f"{r['eps']:g}" if "eps" in r else "-"
+        lines.append(f"{r['dataset']:<14} {r['defense']:<12} {r['seed']:>4} {r['attack']:<14} {clean:>6} "
+                     f"{robust:>7} {eps:>6}  {r['status']}")
+    return "\n".join(lines)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,32 @@
+"""Standard training (empirical risk minimisation): the undefended baseline every table needs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.plugins import IMAGE_TRACK, DataSpec, Defense, Splits
+from bench.training import OptimParams, train_classifier
+
+
+@dataclass(frozen=True)
+class StandardParams(OptimParams):
+    pass
+
+
+class Standard(Defense):
+    """Cross-entropy training on clean inputs.
+
+    Threat model: none (it is the baseline). Defaults: the shared small CNN, Adam 1e-3 with a cosine schedule,
+    batch 128; 3 epochs (quick), 1 (smoke), 20 (full).
+    """
+
+    track = IMAGE_TRACK
+    Params = StandardParams
+    profiles = {"smoke": {"epochs": 1, "arch": "cnn-small"}, "full": {"epochs": 20}}
+
+    def build(self, spec: DataSpec):
+        from bench.models import build_model
+
+        return build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
+
+    def fit(self, model, data: Splits, ctx) -> None:
+        train_classifier(model, data, ctx, self.params, desc=self.name)
