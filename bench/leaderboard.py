@@ -251,7 +251,7 @@ def _provenance(records: list[dict]) -> str:
 
 def render_markdown(table: Table) -> str:
     out = [f"# {table.dataset} ({table.track})", "",
-           "Generated from the result records by bench; edit the records, not this file.", ""]
+           "Generated from the result records by `bench leaderboard`; do not edit by hand.", ""]
     for s in table.sections:
         head = ["Defense", "Clean", *(c.label for c in s.columns), "Train (s)", "Eval (s)", "Seeds", "Reported"]
         out += [f"## {s.profile} profile", "", _md_row(head),
@@ -266,7 +266,7 @@ def render_markdown(table: Table) -> str:
                     "not ours.", "", _provenance(s.records)]
         clipped = sum((r.get("threat_model") or {}).get("violations") or 0 for r in s.records)
         if clipped:
-            out += ["", f"{MARK} The attack returned perturbations outside the threat model ({clipped} examples "
+            out += ["", f"{MARK} An attack returned perturbations outside the threat model ({clipped} examples "
                         "in this profile); the framework clipped them back into the eps-ball and data bounds "
                         "before scoring."]
         if s.curve_attacks:

@@ -30,7 +30,8 @@ class PGDAT(Defense):
 
     track = IMAGE_TRACK
     Params = PGDATParams
-    profiles = {"smoke": {"epochs": 1, "steps": 2, "arch": "cnn-small"}, "full": {"epochs": 20, "steps": 10}}
+    profiles = {"smoke": {"epochs": 5, "steps": 2, "arch": "cnn-small", "lr": 3e-3, "batch_size": 64},
+                "full": {"epochs": 20, "steps": 10}}
 
     def build(self, spec: DataSpec):
         from bench.models import build_model

@@ -16,12 +16,12 @@ class Standard(Defense):
     """Cross-entropy training on clean inputs.
 
     Threat model: none (it is the baseline). Defaults: the shared small CNN, Adam 1e-3 with a cosine schedule,
-    batch 128; 3 epochs (quick), 1 (smoke), 20 (full).
+    batch 128; 3 epochs (quick), 5 on a small subset (smoke), 20 (full).
     """
 
     track = IMAGE_TRACK
     Params = StandardParams
-    profiles = {"smoke": {"epochs": 1, "arch": "cnn-small"}, "full": {"epochs": 20}}
+    profiles = {"smoke": {"epochs": 5, "arch": "cnn-small", "lr": 3e-3, "batch_size": 64}, "full": {"epochs": 20}}
 
     def build(self, spec: DataSpec):
         from bench.models import build_model

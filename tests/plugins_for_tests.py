@@ -1,0 +1,76 @@
+"""Plugins that misbehave on purpose, registered through ``Registry(extra=...)`` by the tests."""
+from dataclasses import dataclass
+
+import torch
+
+from bench.plugins import Attack, Defense
+
+
+class CheatingAttack(Attack):
+    """Steps three times outside the Linf ball and out of the [0, 1] box: the framework must clip and flag."""
+
+    track = "image-robustness"
+    norm = "linf"
+
+    def perturb(self, model, x, y, eps, ctx):
+        signs = torch.randint(0, 2, x.shape, generator=ctx.generator).to(x) * 2 - 1
+        return x + 3 * eps * signs + 0.5
+
+
+class FailingAttack(Attack):
+    track = "image-robustness"
+    norm = "linf"
+
+    def perturb(self, model, x, y, eps, ctx):
+        raise RuntimeError("boom: this attack always fails")
+
+
+class InterruptingAttack(Attack):
+    """Simulates Ctrl-C in the middle of a grid."""
+
+    track = "image-robustness"
+    norm = "linf"
+
+    def perturb(self, model, x, y, eps, ctx):
+        raise KeyboardInterrupt
+
+
+class TextDefense(Defense):
+    track = "text-robustness"
+    modality = "text"
+
+    def build(self, spec):
+        raise AssertionError("must be refused before any compute")
+
+    def fit(self, model, data, ctx):
+        raise AssertionError("must be refused before any compute")
+
+
+@dataclass(frozen=True)
+class TeacherParams:
+    epochs: int = 1
+
+
+class NeedsTeacher(Defense):
+    """Copies the weights of the runner's cached ``standard`` model, as a distillation method would start."""
+
+    track = "image-robustness"
+    Params = TeacherParams
+
+    def build(self, spec):
+        from bench.models import build_model
+
+        return build_model("cnn-small", spec.input_shape, spec.num_classes)
+
+    def fit(self, model, data, ctx):
+        teacher = ctx.model_of("standard")
+        model.load_state_dict(teacher.state_dict())
+        ctx.log(teacher_params=sum(p.numel() for p in teacher.parameters()))
+
+
+EXTRA = {
+    "attack": {"cheat": "plugins_for_tests:CheatingAttack", "fail": "plugins_for_tests:FailingAttack",
+               "interrupt": "plugins_for_tests:InterruptingAttack"},
+    "defense": {"text-only": "plugins_for_tests:TextDefense", "needs-teacher": "plugins_for_tests:NeedsTeacher",
+                "broken": "no_such_module_anywhere:Plugin"},
+}

@@ -1,0 +1,182 @@
+"""Leaderboard tables from synthetic records, compared with golden files.
+
+The goldens ``tests/golden/leaderboard.md`` and ``tests/golden/leaderboard.csv`` are regenerated, never
+edited by hand: after an intended change of the output, run
+
+    BENCH_UPDATE_GOLDEN=1 python -m pytest tests/test_leaderboard.py
+
+and review the diff of tests/golden/ before committing it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.errors import UsageError
+from bench.leaderboard import build_tables, check_leaderboards, render_csv, render_markdown, write_leaderboards
+from bench.records import write_record
+
+GOLDEN = Path(__file__).parent / "golden"
+TRACK = "image-robustness"
+DATASET = "toy-digits"
+HEADLINE = {DATASET: {"linf": (0.1, 0.3)}}
+REPORTED = {"pgd-at": {DATASET: {"pgd-linf @ 0.3": (0.89, "Madry et al. 2018")},
+                       "other-set": {"x": (0.5, "not shown")}}}
+SWEEP = (0.05, 0.1, 0.2, 0.3)
+
+
+def make_record(defense: str, attack: str, seed: int, clean: float, robust: dict[float, float], *,
+                profile: str = "quick", dparams: dict | None = None, violations: int = 0, status: str = "ok",
+                created: str = "2026-11-29T10:00:00+00:00", eval_s: float = 1.5, n: int = 200) -> dict:
+    dparams = {"epochs": 2} if dparams is None else dparams
+    config = {"d": defense, "dp": dparams, "a": attack, "s": seed, "p": profile}
+    metrics = [{"name": "clean_acc", "value": clean, "n": n}]
+    metrics += [{"name": "robust_acc", "norm": "linf", "eps": eps, "value": v, "n": n,
+                 "definition": f"{attack}()"} for eps, v in robust.items()]
+    config_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    record = {
+        "key": hashlib.sha256(f"{config_id}-code".encode()).hexdigest(), "config_id": config_id,
+        "status": status, "track": TRACK, "profile": profile, "seed": seed,
+        "dataset": {"name": DATASET, "params": {}, "origin": "bench 0.1.0"},
+        "defense": {"name": defense, "params": dparams, "origin": "bench 0.1.0", "model_key": "m" + str(seed)},
+        "attack": {"name": attack, "params": {}, "origin": "bench 0.1.0", "norm": "linf",
+                   "definition": f"{attack}()"},
+        "metrics": metrics if status == "ok" else [],
+        "threat_model": {"norm": "linf", "epsilons": list(robust), "checked": n, "violations": violations},
+        "timings": {"train_s": 10.0 + seed, "train_cached": False, "eval_s": eval_s},
+        "hardware": {"platform": "Linux", "python": "3.11", "cpu": "x86_64", "threads": 2, "device": "cpu"},
+        "packages": {"bench": "0.1.0"}, "git_commit": "abc1234def5678", "bench_version": "0.1.0",
+        "created": created,
+    }
+    if status == "failed":
+        record["error"] = {"type": "RuntimeError", "message": "boom", "log": ""}
+    return record
+
+
+def synthetic_records() -> list[dict]:
+    records = []
+    for seed, (clean, fgsm, pgd, worst) in enumerate([
+            (0.98, (0.40, 0.05), (0.60, 0.20, 0.02, 0.0), (0.15, 0.0)),
+            (0.97, (0.38, 0.04), (0.58, 0.18, 0.01, 0.0), (0.14, 0.0))]):
+        created = f"2026-11-2{8 + seed}T10:00:00+00:00"
+        records += [make_record("standard", "fgsm", seed, clean, dict(zip((0.1, 0.3), fgsm)), created=created),
+                    make_record("standard", "pgd-linf", seed, clean, dict(zip(SWEEP, pgd)), created=created),
+                    make_record("standard", "worst-case", seed, clean, dict(zip((0.1, 0.3), worst)),
+                                created=created)]
+    records += [
+        make_record("pgd-at", "fgsm", 0, 0.95, {0.1: 0.90, 0.3: 0.80}, violations=3),
+        make_record("pgd-at", "pgd-linf", 0, 0.95, dict(zip(SWEEP, (0.93, 0.91, 0.87, 0.83)))),
+        make_record("pgd-at", "worst-case", 0, 0.95, {0.1: 0.90, 0.3: 0.81}),
+        make_record("pgd-at", "pgd-linf", 1, 0.5, {0.1: 0.99}, status="failed"),  # must be ignored
+        # smoke: one defense with two hyperparameter sets -> rows labelled by the differing param
+        make_record("standard", "fgsm", 0, 0.80, {0.1: 0.30}, profile="smoke", dparams={"epochs": 1, "lr": 0.1}),
+        make_record("standard", "fgsm", 0, 0.85, {0.1: 0.35}, profile="smoke", dparams={"epochs": 2, "lr": 0.1}),
+    ]
+    return records
+
+
+@pytest.fixture
+def records_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "records"
+    for record in synthetic_records():
+        write_record(root, record)
+    return root
+
+
+def write(records_dir: Path, out: Path) -> list[Path]:
+    return write_leaderboards(records_dir, out, headline=HEADLINE, reported=REPORTED)
+
+
+def check(records_dir: Path, out: Path) -> list[str]:
+    return check_leaderboards(records_dir, out, headline=HEADLINE, reported=REPORTED)
+
+
+def test_matches_golden(records_dir, tmp_path):
+    out = tmp_path / "out"
+    write(records_dir, out)
+    for suffix in ("md", "csv"):
+        produced = (out / TRACK / f"{DATASET}.{suffix}").read_text(encoding="utf-8")
+        golden = GOLDEN / f"leaderboard.{suffix}"
+        if os.environ.get("BENCH_UPDATE_GOLDEN") == "1":
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(produced, encoding="utf-8")
+        assert produced == golden.read_text(encoding="utf-8"), f"{golden} is out of date (BENCH_UPDATE_GOLDEN=1)"
+
+
+def test_check_is_clean_after_writing_and_names_an_edited_table(records_dir, tmp_path):
+    out = tmp_path / "out"
+    write(records_dir, out)
+    assert check(records_dir, out) == []
+    md = out / TRACK / f"{DATASET}.md"
+    md.write_text(md.read_text(encoding="utf-8").replace("97.5", "99.9"), encoding="utf-8")
+    assert check(records_dir, out) == [f"{TRACK}/{DATASET}.md (differs from the records)"]
+
+
+def test_check_reports_missing_and_extra_tables(records_dir, tmp_path):
+    out = tmp_path / "out"
+    write(records_dir, out)
+    (out / TRACK / f"{DATASET}.csv").unlink()
+    (out / TRACK / "gone.md").write_text("old\n", encoding="utf-8")
+    (out / "README.md").write_text("not ours\n", encoding="utf-8")  # top-level files are left alone
+    assert check(records_dir, out) == [f"{TRACK}/gone.md (extra: no records give it)",
+                                       f"{TRACK}/{DATASET}.csv (missing)"]
+    write(records_dir, out)  # rewriting removes the stale table and restores the missing one
+    assert check(records_dir, out) == []
+    assert (out / "README.md").exists()
+
+
+def test_png_written_and_linked(records_dir, tmp_path):
+    out = tmp_path / "out"
+    written = write(records_dir, out)
+    png = out / TRACK / f"{DATASET}-quick.png"
+    assert png in written
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert not (out / TRACK / f"{DATASET}-smoke.png").exists()  # smoke has no sweep attack
+    assert f"![robustness curve]({DATASET}-quick.png)" in (out / TRACK / f"{DATASET}.md").read_text("utf-8")
+
+
+def test_output_is_deterministic(records_dir, tmp_path):
+    write(records_dir, tmp_path / "a")
+    write(records_dir, tmp_path / "b")
+    for suffix in ("md", "csv"):
+        rel = Path(TRACK) / f"{DATASET}.{suffix}"
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    forward = build_tables(synthetic_records(), headline=HEADLINE, reported=REPORTED)
+    backward = build_tables(synthetic_records()[::-1], headline=HEADLINE, reported=REPORTED)
+    key = (TRACK, DATASET)
+    assert render_markdown(forward[key]) == render_markdown(backward[key])
+    assert render_csv(forward[key]) == render_csv(backward[key])
+
+
+def test_mean_and_sample_std_by_hand():
+    # clean 0.90, 0.92, 0.94 -> mean 92.0, sample std 2.0; robust 0.50, 0.60, 0.70 -> 60.0 +- 10.0
+    records = [make_record("standard", "worst-case", seed, clean, {0.3: robust}, eval_s=2.0)
+               for seed, (clean, robust) in enumerate([(0.90, 0.50), (0.92, 0.60), (0.94, 0.70)])]
+    table = build_tables(records, headline=HEADLINE)[(TRACK, DATASET)]
+    md = render_markdown(table)
+    assert "| standard | 92.0 ± 2.0 | 60.0 ± 10.0 | 11.0 | 2.0 | 3 |  |" in md
+    header, row = render_csv(table).splitlines()
+    assert header.split(",")[4:8] == ["clean_acc_mean", "clean_acc_std", "worst-case@0.3_mean", "worst-case@0.3_std"]
+    assert row.split(",")[4:8] == ["0.920000", "0.020000", "0.600000", "0.100000"]
+
+
+def test_failed_records_are_ignored_and_no_headline_means_every_eps():
+    failed = make_record("pgd-at", "pgd-linf", 0, 0.5, {0.1: 0.4}, status="failed")
+    assert build_tables([failed]) == {}
+    table = build_tables(synthetic_records())[(TRACK, DATASET)]
+    assert [s.profile for s in table.sections] == ["quick", "smoke"]
+    quick = table.sections[0]
+    assert [c.label for c in quick.columns] == ["worst-case @ 0.1", "worst-case @ 0.3", "fgsm @ 0.1", "fgsm @ 0.3",
+                                                "pgd-linf @ 0.05", "pgd-linf @ 0.1", "pgd-linf @ 0.2",
+                                                "pgd-linf @ 0.3"]
+    assert [row.seeds for row in quick.rows] == [1, 2]  # pgd-at's failed seed-1 record adds no seed
+
+
+def test_reported_numbers_must_be_fractions():
+    records = [make_record("pgd-at", "fgsm", 0, 0.9, {0.1: 0.5})]
+    with pytest.raises(UsageError, match="fraction"):
+        build_tables(records, reported={"pgd-at": {DATASET: {"fgsm @ 0.1": (89.0, "paper")}}})
