@@ -82,7 +82,8 @@ def cmd_info(args, registry) -> int:
     for kind in matches:
         cls = registry.load(kind, args.name)
         print(f"{kind} {args.name}  ({registry.entry(kind, args.name).origin})")
-        print(inspect.cleandoc(cls.__doc__ or ""))
+        module_doc = inspect.getmodule(cls).__doc__ or ""
+        print("\n".join(part for part in (inspect.cleandoc(module_doc), inspect.cleandoc(cls.__doc__ or "")) if part))
         print("capabilities: " + ", ".join(f"{k}={v}" for k, v in cls.capabilities().items()))
         print("hyperparameters (defaults; profile overrides):")
         for f in dataclasses.fields(cls.Params):

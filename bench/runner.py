@@ -163,7 +163,7 @@ def model_key(defense: Defense, dataset: Dataset, seed: int) -> str:
 
 class Runner:
     def __init__(self, registry, results: Path, device: str = "auto", force: bool = False,
-                 out=sys.stdout, batch_size: int = 500):
+                 out=None, batch_size: int = 500):
         import torch
 
         from bench.cache import ModelCache
@@ -187,7 +187,7 @@ class Runner:
         self.failed = 0
 
     def say(self, msg: str) -> None:
-        print(msg, file=self.out, flush=True)
+        print(msg, file=self.out or sys.stdout, flush=True)
 
     # ---- data and models -------------------------------------------------------------------------------
     def data(self, dataset: Dataset):
