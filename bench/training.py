@@ -17,7 +17,7 @@ from bench.plugins import Splits
 class OptimParams:
     """Fields every trained image defense shares (subclass it for the defense's own Params)."""
 
-    arch: str = "cnn"
+    arch: str = "cnn-small"  # CPU-sized; the full profiles use "cnn"
     width: int = 1
     epochs: int = 3
     batch_size: int = 128

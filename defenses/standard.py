@@ -15,13 +15,13 @@ class StandardParams(OptimParams):
 class Standard(Defense):
     """Cross-entropy training on clean inputs.
 
-    Threat model: none (it is the baseline). Defaults: the shared small CNN, Adam 1e-3 with a cosine schedule,
+    Threat model: none (it is the baseline). Defaults: the shared small CNN (cnn-small; cnn in the full profile), Adam 1e-3 with a cosine schedule,
     batch 128; 3 epochs (quick), 5 on a small subset (smoke), 20 (full).
     """
 
     track = IMAGE_TRACK
     Params = StandardParams
-    profiles = {"smoke": {"epochs": 5, "arch": "cnn-small", "lr": 3e-3, "batch_size": 64}, "full": {"epochs": 20}}
+    profiles = {"smoke": {"epochs": 5, "lr": 3e-3, "batch_size": 64}, "full": {"epochs": 20, "arch": "cnn"}}
 
     def build(self, spec: DataSpec):
         from bench.models import build_model

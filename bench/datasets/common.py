@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import DataMissing
+from bench.errors import DataMissing, UsageError
 
 # The subset seed is fixed, never the run seed: every seed and defense must see the same examples.
 SUBSET_SEED = 0
@@ -47,7 +47,7 @@ def subsample_indices(y, n: int | None, seed: int = SUBSET_SEED) -> np.ndarray:
     if n is None or n >= len(y):
         return np.arange(len(y))
     if n < 0:
-        raise ValueError(f"subset size must be >= 0, got {n}")
+        raise UsageError(f"subset size (n_train/n_test) must be >= 0, got {n}")
     return np.sort(stratified_order(y, seed)[:n])
 
 

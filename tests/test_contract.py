@@ -1,0 +1,101 @@
+"""One contract, every registered plugin: a new plugin is covered here without writing a test.
+
+Attacks: shapes, finite, the raw perturbation (before the framework's clipping) within eps and bounds,
+robust <= clean, same seed -> same output. Defenses: a model whose logits have the right shape, finite,
+the same weights under the same seed. Datasets: shapes, bounds and labels (skipped when the files are absent).
+"""
+import pytest
+import torch
+
+from bench.context import AttackContext, TrainContext
+from bench.errors import DataMissing
+from bench.hparams import resolve
+from bench.registry import Registry
+from bench.threat import TOLERANCE, norms
+
+REGISTRY = Registry()
+
+
+def smoke(kind, name):
+    cls = REGISTRY.load(kind, name)
+    return cls(resolve({name: cls}, "smoke", [])[name])
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return smoke("dataset", "uci-digits").load()
+
+
+@pytest.fixture(scope="module")
+def model(digits):
+    """A small classifier trained for a few seconds, so attacks have something to break."""
+    defense = smoke("defense", "standard")
+    torch.manual_seed(0)
+    net = defense.build(digits.spec)
+    defense.fit(net, digits, _train_ctx(digits))
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
+def _train_ctx(data, seed=0):
+    return TrainContext(device=torch.device("cpu"), seed=seed, generator=torch.Generator().manual_seed(seed),
+                        artifacts=None, model_of=lambda *a, **k: pytest.skip("needs the runner"),
+                        epsilons={"linf": (0.1,), "l2": (1.0,)})
+
+
+def _attack_ctx(seed=0):
+    return AttackContext(bounds=(0.0, 1.0), generator=torch.Generator().manual_seed(seed), registry=REGISTRY,
+                         profile="smoke")
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("attack"))
+def test_attack_contract(name, model, digits):
+    attack = smoke("attack", name)
+    x, y = digits.test_x[:64], digits.test_y[:64]
+    eps = {"linf": 0.1, "l2": 1.0}[attack.norm]
+    x_adv = attack.perturb(model, x, y, eps, _attack_ctx())
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert torch.isfinite(x_adv).all()
+    assert (norms(x_adv - x, attack.norm) <= eps * (1 + TOLERANCE) + TOLERANCE).all()
+    assert x_adv.min() >= -TOLERANCE and x_adv.max() <= 1 + TOLERANCE
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+        robust = clean & (model(x_adv).argmax(1) == y)
+    assert robust.sum() <= clean.sum()
+    again = attack.perturb(model, x, y, eps, _attack_ctx())
+    assert torch.equal(x_adv, again), "same seed must give the same adversarial examples"
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("defense"))
+def test_defense_contract(name, digits):
+    defense = smoke("defense", name)
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        net = defense.build(digits.spec)
+        defense.fit(net, digits, _train_ctx(digits))
+        net.eval()
+        with torch.no_grad():
+            logits = net(digits.test_x[:32])
+        assert logits.shape == (32, digits.spec.num_classes)
+        assert torch.isfinite(logits).all()
+        weights.append([p.detach().clone() for p in net.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights)), "same seed must give the same model"
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("dataset"))
+def test_dataset_contract(name):
+    dataset = smoke("dataset", name)
+    try:
+        dataset.check()
+    except DataMissing as exc:
+        pytest.skip(str(exc))
+    data = dataset.load()
+    lo, hi = dataset.bounds
+    for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y)):
+        assert x.dtype == torch.float32 and y.dtype == torch.int64
+        assert x.shape[1:] == tuple(dataset.input_shape) and len(x) == len(y) > 0
+        assert x.min() >= lo and x.max() <= hi
+        assert 0 <= y.min() and y.max() < dataset.num_classes
+    assert set(dataset.epsilons) and all(e > 0 for eps in dataset.epsilons.values() for e in eps)

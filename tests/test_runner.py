@@ -1,0 +1,118 @@
+"""The runner's guarantees: threat model enforced, failures contained, resume after interruption, corrupt
+cache rebuilt, defenses can ask for other defenses' models, refusal of incompatible pairs, determinism."""
+import json
+
+import pytest
+
+from bench.errors import UsageError
+from bench.runner import Runner, Selection, plan
+
+
+def run_grid(registry, results, attacks, defenses=("standard",), **kw):
+    sel = Selection(defenses=tuple(defenses), attacks=tuple(attacks), datasets=("uci-digits",),
+                    profile="smoke", **kw)
+    runner = Runner(registry, results, device="cpu")
+    code = runner.execute(plan(registry, sel))
+    return code, runner
+
+
+def records(results):
+    return {p.name.split("-s")[0]: json.loads(p.read_text()) for p in (results / "records").rglob("*.json")}
+
+
+def test_cheating_attack_is_clipped_and_flagged(registry, tmp_path):
+    code, _ = run_grid(registry, tmp_path, ["cheat", "fgsm"])
+    assert code == 0
+    recs = records(tmp_path)
+    assert recs["cheat"]["threat_model"]["violations"] > 0
+    assert recs["fgsm"]["threat_model"]["violations"] == 0
+    clean = recs["cheat"]["metrics"][0]["value"]
+    assert all(m["value"] <= clean for m in recs["cheat"]["metrics"])
+
+
+def test_failing_plugin_fails_its_cell_not_the_grid(registry, tmp_path, capsys):
+    code, runner = run_grid(registry, tmp_path, ["fail", "fgsm"])
+    assert code == 1 and runner.failed == 1
+    recs = records(tmp_path)
+    assert recs["fail"]["status"] == "failed" and "boom" in recs["fail"]["error"]["message"]
+    assert recs["fgsm"]["status"] == "ok"
+    log = tmp_path / "logs"
+    assert "Traceback" in next(log.rglob("*.log")).read_text()
+    # The failed cell is retried on the next run; the finished one is not.
+    capsys.readouterr()
+    code, runner = run_grid(registry, tmp_path, ["fail", "fgsm"])
+    assert code == 1 and "training" not in capsys.readouterr().out
+
+
+def test_interrupted_run_leaves_no_partial_record_and_resumes(registry, tmp_path, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(registry, tmp_path, ["fgsm", "interrupt", "pgd-linf"])
+    recs = records(tmp_path)
+    assert set(recs) == {"fgsm"}
+    assert not [p for p in tmp_path.rglob("*") if p.suffix == ".tmp"]
+    capsys.readouterr()
+    code, _ = run_grid(registry, tmp_path, ["fgsm", "pgd-linf"])
+    out = capsys.readouterr().out
+    assert code == 0 and "1 of 2 cells to run" in out and "training" not in out  # model from the cache
+    assert set(records(tmp_path)) == {"fgsm", "pgd-linf"}
+
+
+def test_corrupt_cache_is_detected_and_rebuilt(registry, tmp_path, capsys):
+    run_grid(registry, tmp_path, ["fgsm"])
+    first = records(tmp_path)["fgsm"]["metrics"]
+    (weights,) = (tmp_path / "cache").glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:-100] + b"\0" * 100)
+    code, _ = run_grid(registry, tmp_path, ["pgd-linf"])
+    out = capsys.readouterr().out
+    assert code == 0 and "rebuilding" in out and "training standard" in out
+    run_grid(registry, tmp_path, ["fgsm"], )
+    assert records(tmp_path)["fgsm"]["metrics"] == first  # retrained model is identical under the seed
+
+
+def test_defense_gets_another_defenses_model_trained_first(registry, tmp_path, capsys):
+    code, _ = run_grid(registry, tmp_path, ["fgsm"], defenses=("needs-teacher",))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.index("training needs-teacher") < out.index("training standard")
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+    code, _ = run_grid(registry, tmp_path, ["fgsm"], defenses=("standard",))
+    assert "training" not in capsys.readouterr().out  # the teacher is the cached standard model
+
+
+def test_incompatible_pair_refused_before_compute(registry, tmp_path):
+    sel = Selection(defenses=("text-only",), attacks=("fgsm",), datasets=("uci-digits",), profile="smoke")
+    with pytest.raises(UsageError, match="track text-robustness.*datasets compatible with text-only: none"):
+        plan(registry, sel)
+
+
+def test_duplicate_plugin_names_raise():
+    from bench.registry import Registry
+
+    with pytest.raises(UsageError, match="duplicate attack name 'fgsm'"):
+        Registry(extra={"attack": {"fgsm": "plugins_for_tests:CheatingAttack"}})
+
+
+def test_same_seed_same_numbers_in_separate_runs(registry, tmp_path):
+    run_grid(registry, tmp_path / "a", ["pgd-linf", "apgd-ce"])
+    run_grid(registry, tmp_path / "b", ["pgd-linf", "apgd-ce"])
+    a, b = records(tmp_path / "a"), records(tmp_path / "b")
+    for name in a:
+        assert a[name]["metrics"] == b[name]["metrics"]
+        assert a[name]["key"] == b[name]["key"]
+
+
+def test_invariant_violation_is_an_error(tmp_path):
+    from bench.errors import InvariantViolation
+    from bench.records import write_record
+
+    record = {"key": "k" * 64, "config_id": "c" * 64, "status": "ok", "track": "t", "profile": "smoke",
+              "seed": 0, "dataset": {"name": "d"}, "defense": {"name": "x"}, "attack": {"name": "a"},
+              "metrics": [{"name": "clean_acc", "value": 0.5, "n": 10},
+                          {"name": "robust_acc", "eps": 0.1, "value": 0.6, "n": 10}]}
+    with pytest.raises(InvariantViolation, match="robust_acc 0.6000 > clean_acc 0.5000"):
+        write_record(tmp_path, record)
+    record["metrics"][1].update(value=0.4)
+    record["metrics"].append({"name": "verified_acc", "eps": 0.1, "value": 0.45, "n": 10})
+    with pytest.raises(InvariantViolation, match="verified_acc"):
+        write_record(tmp_path, record)
+    assert not list(tmp_path.rglob("*.json"))
