@@ -19,7 +19,8 @@ class APGDParams:
 
 
 class _ToUnitBox(nn.Module):
-    """torchattacks assumes 4-D inputs in [0, 1]: attack z in [0, 1]^(N,1,1,D)-style, map back to x."""
+    """torchattacks assumes 4-D inputs in [0, 1]: it attacks z in [0, 1] (N, 1, 1, D) and this maps z back
+    to the model's input space and shape."""
 
     def __init__(self, model: nn.Module, lo: float, hi: float, shape: torch.Size):
         super().__init__()
@@ -33,7 +34,7 @@ class _APGD(Attack):
     track = IMAGE_TRACK
     norm = "linf"
     Params = APGDParams
-    profiles = {"smoke": {"steps": 3}, "quick": {}, "full": {"steps": 100}}
+    profiles = {"smoke": {"steps": 2}, "quick": {}, "full": {"steps": 100}}
     loss: str
 
     def perturb(self, model, x, y, eps, ctx):
@@ -43,12 +44,13 @@ class _APGD(Attack):
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
         unit = (x - lo) / (hi - lo)
         z = unit if unit.dim() == 4 else unit.reshape(len(x), 1, 1, -1)
-        wrapped = model if (lo, hi) == (0.0, 1.0) and unit.dim() == 4 else _ToUnitBox(model, lo, hi, x.shape[1:])
+        plain = (lo, hi) == (0.0, 1.0) and x.dim() == 4
+        wrapped = model if plain else _ToUnitBox(model, lo, hi, x.shape[1:])
         attack = torchattacks.APGD(wrapped, norm="Linf", eps=eps / (hi - lo), steps=p.steps,
                                    n_restarts=p.restarts, seed=seed, loss=self.loss, rho=p.rho)
-        # torchattacks reseeds the global RNGs (fork_rng restores them) and calls model.eval()
-        # (keep_modes restores every module's flag).
-        devices = [x.device] if x.device.type == "cuda" else []
+        # torchattacks reseeds the global CPU RNG and the current CUDA device's (fork_rng restores both)
+        # and calls model.eval() (keep_modes restores every module's flag).
+        devices = [torch.cuda.current_device()] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), keep_modes(model):
             z_adv = attack(z, y)
         return (z_adv.reshape(x.shape) * (hi - lo) + lo).detach()
@@ -62,7 +64,7 @@ class APGDCE(_APGD):
     (at 22% of the budget, then at shrinking intervals down to 6%) where fewer than rho=0.75 of the steps
     since the last checkpoint raised the loss, or the best loss stalled; each halving restarts from the best
     point. Loss: summed cross-entropy. Implementation: ``torchattacks.APGD`` (a port of the authors' code).
-    Defaults (quick): 50 steps, 1 run; full: 100 steps, 1 run (AutoAttack's standard APGD-CE); smoke: 3.
+    Defaults (quick): 50 steps, 1 run; full: 100 steps, 1 run (AutoAttack's standard APGD-CE); smoke: 2.
 
     Departures from the paper: its random-start seed is drawn from the run's generator; the quick and smoke
     budgets are below the paper's 100 steps. Examples not fooled are returned unperturbed.

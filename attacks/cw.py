@@ -25,17 +25,21 @@ class CWL2(Attack):
     with the logit-margin loss f (confidence kappa), and a binary search over c. Implementation:
     ``foolbox.attacks.L2CarliniWagnerAttack``, called with ``epsilons=[eps]`` so that foolbox clips the
     found perturbation to the L2 ball of radius eps (the threat model is the fixed-budget L2 ball).
-    Defaults (quick): 3 binary-search steps of 50 Adam steps, lr 0.01, kappa 0, c0 = 1e-3; full: 9 x 1000
-    (the paper's 9 binary-search steps; it used up to 10,000 iterations with early abort); smoke: 1 x 3.
+    Defaults: 3 binary-search steps of 50 Adam steps, lr 0.01, kappa 0, c0 = 1e-3 (the paper's lr, kappa
+    and c0); quick: the defaults with c0 = 0.1; full: 9 x 1000 from c0 = 1e-3 (the paper's 9 binary-search
+    steps; it used up to 10,000 iterations with early abort); smoke: 1 x 3.
 
-    Departures from the paper: the quick and smoke budgets are far below the paper's; a minimum-norm result
-    larger than eps is scaled back into the ball rather than reported as a failure with its norm.
+    Departures from the paper: the quick and smoke budgets are far below the paper's, and quick starts the
+    search at c = 0.1 to make up for its 3 binary-search steps; a minimum-norm result larger than eps is
+    scaled back onto the ball (it may then no longer fool the model) rather than reported with its norm.
     """
 
     track = IMAGE_TRACK
     norm = "l2"
     Params = CWParams
-    profiles = {"smoke": {"binary_search_steps": 1, "steps": 3}, "quick": {},
+    # quick starts c at 0.1: from the paper's 1e-3, 3 binary-search steps (c x10 per failure) rarely reach
+    # a c that fools a trained model (measured on Fashion-MNIST at eps=1: 84% vs 63% robust accuracy left).
+    profiles = {"smoke": {"binary_search_steps": 1, "steps": 3}, "quick": {"initial_const": 0.1},
                 "full": {"binary_search_steps": 9, "steps": 1000}}
 
     def perturb(self, model, x, y, eps, ctx):

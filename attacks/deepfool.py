@@ -23,8 +23,8 @@ class DeepFoolLinf(Attack):
     A minimum-norm attack: at each step the classifier is linearised and the input moved to the nearest
     (in L-inf, i.e. using the dual L1 norm of the gradient differences) linearised decision boundary, with
     overshoot. Implementation: ``foolbox.attacks.LinfDeepFoolAttack`` on the logits, called with
-    ``epsilons=[eps]`` so foolbox clips the perturbation to the L-inf ball of radius eps. Defaults (all
-    profiles but smoke): 50 steps, the top-10 candidate classes, overshoot 0.02 (the paper's); smoke: 2 steps.
+    ``epsilons=[eps]`` so foolbox clips the perturbation to the L-inf ball of radius eps. Defaults (quick and
+    full): 50 steps, the top-10 candidate classes, overshoot 0.02 (the paper's); smoke: 1 step, top-2 classes.
 
     Departures from the paper: the paper's main algorithm is L2 (L-inf is its l_p extension); considering
     only the top candidate classes is foolbox's speed-up; a result larger than eps is clipped into the ball.
@@ -33,7 +33,7 @@ class DeepFoolLinf(Attack):
     track = IMAGE_TRACK
     norm = "linf"
     Params = DeepFoolParams
-    profiles = {"smoke": {"steps": 2}, "quick": {}, "full": {}}
+    profiles = {"smoke": {"steps": 1, "candidates": 2}, "quick": {}, "full": {}}
 
     def perturb(self, model, x, y, eps, ctx):
         p = self.params

@@ -57,7 +57,7 @@ def random_delta(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float, steps: int,
         norm: str = "linf", random_start: bool = True, bounds: tuple[float, float] = (0.0, 1.0),
         generator: torch.Generator | None = None, loss: str = "ce") -> torch.Tensor:
-    """Projected gradient ascent on ``loss`` within the ``norm`` ball of radius ``eps`` and the box ``bounds``.
+    """Projected gradient ascent on ``loss`` inside the ``norm`` ball of radius ``eps`` and the box ``bounds``.
 
     Linf: signed steps, projection by clamping. L2: steps along the per-example L2-normalised gradient,
     projection by rescaling onto the ball then clamping to the box (clamping only shrinks the perturbation,
