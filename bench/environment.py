@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -23,7 +24,10 @@ def packages() -> dict[str, str]:
 
 @functools.cache
 def git_commit() -> str | None:
-    """The commit of the checkout bench runs from, with '+dirty' when it has uncommitted changes."""
+    """The commit of the checkout bench runs from, with '+dirty' when it has uncommitted changes
+    ($BENCH_GIT_COMMIT names it where the code runs from a copy without .git, e.g. on a GPU host)."""
+    if os.environ.get("BENCH_GIT_COMMIT"):
+        return os.environ["BENCH_GIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,

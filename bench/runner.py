@@ -163,7 +163,7 @@ def model_key(defense: Defense, dataset: Dataset, seed: int) -> str:
 
 class Runner:
     def __init__(self, registry, results: Path, device: str = "auto", force: bool = False,
-                 out=None, batch_size: int = 500):
+                 out=None, batch_size: int | None = None):
         import torch
 
         from bench.cache import ModelCache
@@ -180,7 +180,8 @@ class Runner:
         self.device = torch.device(device)
         self.force = force
         self.out = out
-        self.batch_size = batch_size
+        # Evaluation batch: larger on a GPU, where small models are launch-bound.
+        self.batch_size = batch_size or (2000 if self.device.type == "cuda" else 500)
         self._data: dict[str, Any] = {}
         self._models: dict[str, tuple[Any, dict]] = {}
         self.summary: list[dict[str, Any]] = []
