@@ -22,6 +22,9 @@ class WorstCase(Attack):
 
     track = IMAGE_TRACK
 
+    def components(self) -> tuple[str, ...]:
+        return tuple(self.params.attacks)
+
     def perturb(self, model, x, y, eps, ctx):
         # Load and check every sub-attack before any compute.
         subs = [ctx.attack(name) for name in self.params.attacks]

@@ -16,20 +16,18 @@ def predict(model, x: torch.Tensor, device: torch.device, batch_size: int) -> to
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
-def robust_accuracy(model, attack, x: torch.Tensor, y: torch.Tensor, clean_correct: torch.Tensor, eps: float,
-                    ctx: AttackContext, device: torch.device, batch_size: int) -> tuple[float, int]:
-    """Fraction of all examples classified correctly both clean and under ``attack`` at ``eps``;
-    and the number of examples the threat check had to clip."""
-    if eps == 0:
-        return float(clean_correct.float().mean()), 0
+def robust_mask(model, attack, x: torch.Tensor, y: torch.Tensor, clean_correct: torch.Tensor, eps: float,
+                ctx: AttackContext, device: torch.device, batch_size: int) -> torch.Tensor:
+    """Per example: classified correctly both clean and under ``attack`` at ``eps`` (bool, on the CPU).
+    Threat-model violations accumulate in ``ctx.violations``."""
     robust = clean_correct.clone()
+    if eps == 0:
+        return robust
     idx = clean_correct.nonzero().flatten()
-    violations_before = ctx.violations
-    batches = range(0, len(idx), batch_size)
-    for i in progress(batches, desc=f"{attack.name} eps={eps:g}"):
+    for i in progress(range(0, len(idx), batch_size), desc=f"{attack.name} eps={eps:g}"):
         b = idx[i:i + batch_size]
         xb, yb = x[b].to(device), y[b].to(device)
         x_adv = ctx.run(attack, model, xb, yb, eps)  # enforced: within eps and bounds
         with torch.no_grad():
             robust[b] = (model(x_adv).argmax(1) == yb).cpu()
-    return float(robust.float().mean()), ctx.violations - violations_before
+    return robust

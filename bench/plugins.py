@@ -127,6 +127,12 @@ class Attack(Plugin):
     def capabilities(cls) -> dict[str, Any]:
         return {**super().capabilities(), "consumes": cls.consumes, "norm": cls.norm}
 
+    def components(self) -> tuple[str, ...]:
+        """For evaluators defined as the per-example worst case over other attacks: their names. The runner
+        then combines the per-example results of those attacks when it has just computed them on the same
+        model (same definition, no second run); otherwise it calls ``perturb``."""
+        return ()
+
     def describe(self) -> str:
         """The metric's definition as stored in records, e.g. ``pgd-linf(steps=20, ...)``."""
         fields = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self.params).items())

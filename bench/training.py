@@ -19,7 +19,7 @@ class OptimParams:
 
     arch: str = "cnn-small"  # CPU-sized; the full profiles use "cnn"
     width: int = 1
-    epochs: int = 3
+    epochs: int = 5
     batch_size: int = 128
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = 1e-3

@@ -24,7 +24,7 @@ class PGDAT(Defense):
     Threat model: Linf, eps = the dataset's first budget unless set. Defaults: the shared small CNN (cnn-small; cnn in the full profile), Adam 1e-3
     cosine, batch 128, PGD with a random start and step 2.5*eps/steps. Departures from the paper (which trains
     on MNIST with 40 steps of 0.01 at eps 0.3 and on CIFAR-10 with 7 steps): fewer steps and epochs on CPU
-    profiles (quick: 5 steps, 3 epochs; full: 10 steps, 20 epochs); the attack runs with the model in eval mode
+    profiles (quick: 5 steps, 5 epochs; full: 10 steps, 20 epochs); the attack runs with the model in eval mode
     (identical for models without BatchNorm/dropout).
     """
 

@@ -16,7 +16,7 @@ class Standard(Defense):
     """Cross-entropy training on clean inputs.
 
     Threat model: none (it is the baseline). Defaults: the shared small CNN (cnn-small; cnn in the full profile), Adam 1e-3 with a cosine schedule,
-    batch 128; 3 epochs (quick), 5 on a small subset (smoke), 20 (full).
+    batch 128; 5 epochs (quick), 5 on a small subset (smoke), 20 (full).
     """
 
     track = IMAGE_TRACK

@@ -116,3 +116,23 @@ def test_invariant_violation_is_an_error(tmp_path):
     with pytest.raises(InvariantViolation, match="verified_acc"):
         write_record(tmp_path, record)
     assert not list(tmp_path.rglob("*.json"))
+
+
+def test_worst_case_combines_attacks_run_on_the_same_model(registry, tmp_path):
+    attacks = ["worst-case", "apgd-ce", "apgd-dlr", "pgd-linf", "fgsm", "deepfool"]  # composite listed first
+    code, _ = run_grid(registry, tmp_path / "combined", attacks)
+    assert code == 0
+    recs = records(tmp_path / "combined")
+    combined = {m["eps"]: m for m in recs["worst-case"]["metrics"] if m["name"] == "robust_acc"}
+    for eps, m in combined.items():
+        assert "per-example AND of apgd-ce(" in m["definition"]
+        parts = [next(p for p in recs[a]["metrics"] if p.get("eps") == eps) for a in attacks[1:]]
+        assert m["value"] <= min(p["value"] for p in parts)
+    # Alone, the evaluator runs its attacks itself (AutoAttack's sequential protocol): never weaker than
+    # any single one of them either.
+    run_grid(registry, tmp_path / "alone", ["worst-case", "fgsm"])
+    alone = records(tmp_path / "alone")
+    for m in alone["worst-case"]["metrics"][1:]:
+        assert "AND" not in m["definition"]
+        fgsm = next(p for p in alone["fgsm"]["metrics"] if p.get("eps") == m["eps"])
+        assert m["value"] <= fgsm["value"]

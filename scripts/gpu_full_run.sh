@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The `full` profile of the image grid on a GPU host with no network, as run for the committed leaderboard:
+# wheels for foolbox/torchattacks and the Fashion-MNIST files travel with the repository (.whl/, .data/).
+# Usage: OUT=<folder for results> BENCH_GIT_COMMIT=<sha> scripts/gpu_full_run.sh [extra `bench run` args]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .
+export PYTHONPATH=/tmp/site BENCH_DATA="$PWD/.data" BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 benchmarks/pgd_throughput.py --device cuda --json "$OUT/pgd_gpu.json" || true
+timeout "${BENCH_TIMEOUT:-480}" python3 -m bench.cli --results leaderboards run --suite full --device cuda "$@"
+echo "bench exit: $?"
+tar czf "$OUT/full_records.tgz" -C leaderboards records logs 2>/dev/null || tar czf "$OUT/full_records.tgz" -C leaderboards records
