@@ -8,7 +8,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .
 export PYTHONPATH=/tmp/site BENCH_DATA="$PWD/.data" BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 benchmarks/pgd_throughput.py --device cuda --json "$OUT/pgd_gpu.json" || true
+[ -n "${SKIP_BENCH:-}" ] || python3 benchmarks/pgd_throughput.py --device cuda --repeats 11 --json "$OUT/pgd_gpu.json" || true
 timeout "${BENCH_TIMEOUT:-480}" python3 -m bench.cli --results leaderboards run --suite full --device cuda "$@"
 echo "bench exit: $?"
-tar czf "$OUT/full_records.tgz" -C leaderboards records logs 2>/dev/null || tar czf "$OUT/full_records.tgz" -C leaderboards records
+tar czf "$OUT/full_records.tgz" -C leaderboards records cache $(test -d leaderboards/logs && echo logs)
