@@ -15,3 +15,7 @@ class PluginImportError(UsageError):
 
 class InvariantViolation(RuntimeError):
     """A result broke an invariant (robust <= clean, verified <= empirical): the cell fails."""
+
+
+class NotCertifiable(Exception):
+    """A certifier cannot bound this model (e.g. an unsupported layer): recorded as such, not as a crash."""

@@ -18,8 +18,8 @@ def predict(model, x: torch.Tensor, device: torch.device, batch_size: int) -> to
 
 def robust_mask(model, attack, x: torch.Tensor, y: torch.Tensor, clean_correct: torch.Tensor, eps: float,
                 ctx: AttackContext, device: torch.device, batch_size: int) -> torch.Tensor:
-    """Per example: classified correctly both clean and under ``attack`` at ``eps`` (bool, on the CPU).
-    Threat-model violations accumulate in ``ctx.violations``."""
+    """Per example: classified correctly both clean and under ``attack`` at ``eps`` -- or, for a certifier,
+    proved robust (bool, on the CPU). Threat-model violations accumulate in ``ctx.violations``."""
     robust = clean_correct.clone()
     if eps == 0:
         return robust
@@ -27,7 +27,5 @@ def robust_mask(model, attack, x: torch.Tensor, y: torch.Tensor, clean_correct: 
     for i in progress(range(0, len(idx), batch_size), desc=f"{attack.name} eps={eps:g}"):
         b = idx[i:i + batch_size]
         xb, yb = x[b].to(device), y[b].to(device)
-        x_adv = ctx.run(attack, model, xb, yb, eps)  # enforced: within eps and bounds
-        with torch.no_grad():
-            robust[b] = (model(x_adv).argmax(1) == yb).cpu()
+        robust[b] = attack.robust(model, xb, yb, eps, ctx).cpu()  # attacks: through the threat check
     return robust

@@ -24,17 +24,19 @@ def _plugin_facts(registry, records_dir: Path) -> tuple[dict, dict]:
     return headline, reported
 
 
-def regenerate(registry, results: Path) -> list[Path]:
+def _inputs(registry, results: Path) -> tuple[Path, dict]:
     records = results / "records"
     if not records.is_dir():
         raise UsageError(f"no records under {records}; run `bench run` first")
     headline, reported = _plugin_facts(registry, records)
-    return write_leaderboards(records, results, headline=headline, reported=reported)
+    return records, {"headline": headline, "reported": reported}
+
+
+def regenerate(registry, results: Path) -> list[Path]:
+    records, facts = _inputs(registry, results)
+    return write_leaderboards(records, results, **facts)
 
 
 def check(registry, results: Path) -> list[str]:
-    records = results / "records"
-    if not records.is_dir():
-        raise UsageError(f"no records under {records}")
-    headline, reported = _plugin_facts(registry, records)
-    return check_leaderboards(records, results, headline=headline, reported=reported)
+    records, facts = _inputs(registry, results)
+    return check_leaderboards(records, results, **facts)

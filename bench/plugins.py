@@ -122,6 +122,7 @@ class Attack(Plugin):
     consumes: ClassVar[str] = "classifier"
     norm: ClassVar[str] = "linf"  # the threat model the framework enforces: "linf" or "l2"
     curve: ClassVar[bool] = False  # also evaluate at every eps of the dataset's sweep
+    metric: ClassVar[str] = "robust_acc"  # what the record calls the fraction of robust examples
 
     @classmethod
     def capabilities(cls) -> dict[str, Any]:
@@ -143,3 +144,35 @@ class Attack(Plugin):
                 ctx: "AttackContext") -> "torch.Tensor":
         """Adversarial inputs for one batch. ``model`` is in eval mode and returns logits. The framework
         checks the result against the ``norm`` ball of radius ``eps`` and the data bounds afterwards."""
+
+    def robust(self, model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor", eps: float,
+               ctx: "AttackContext") -> "torch.Tensor":
+        """Per example (bool): still classified correctly after the attack, run through the framework's
+        threat-model check."""
+        import torch
+
+        x_adv = ctx.run(self, model, x, y, eps)
+        with torch.no_grad():
+            return model(x_adv).argmax(1) == y
+
+
+class Certifier(Attack):
+    """An evaluator that proves robustness instead of attacking: ``certify`` returns, per example, whether
+    every input in the eps-ball is provably classified correctly. The runner also runs the ``companion``
+    attack on the same examples and records both numbers; a certified example that the attack breaks is a
+    soundness error (verified <= empirical robust, per example)."""
+
+    metric = "verified_acc"
+    companion: ClassVar[str] = "pgd-linf"
+
+    @abstractmethod
+    def certify(self, model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor", eps: float,
+                ctx: "AttackContext") -> "torch.Tensor":
+        """Per example (bool): proved robust at ``eps``. Raise ``bench.errors.NotCertifiable`` for a model
+        the method cannot handle."""
+
+    def robust(self, model, x, y, eps, ctx):
+        return self.certify(model, x, y, eps, ctx)
+
+    def perturb(self, model, x, y, eps, ctx):
+        raise TypeError(f"{self.name} certifies; it produces no adversarial examples")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import hashing, hparams
-from bench.errors import UsageError
+from bench.errors import InvariantViolation, NotCertifiable, UsageError
 from bench.plugins import PROFILES, Attack, Dataset, Defense
 from bench.records import read_record, record_path, write_record
 
@@ -252,13 +252,15 @@ class Runner:
         if self.force:
             return False
         record = read_record(record_path(self.records, self._skeleton(job, cell, profile)))
-        return record is not None and record.get("key") == cell.key and record.get("status") == "ok"
+        return (record is not None and record.get("key") == cell.key
+                and record.get("status") in ("ok", "not_certifiable"))
 
     def execute(self, plan: Plan) -> int:
         """Run the plan; 0 when every cell succeeded, 1 when some failed."""
         for job in plan.jobs:
             pending = [c for c in job.cells if not self.done(job, c, plan.profile)]
-            pending.sort(key=lambda c: bool(c.attack.components()))  # composites after their parts
+            # Composites and certifiers after plain attacks: they reuse the per-example results.
+            pending.sort(key=lambda c: bool(c.attack.components()) or c.attack.metric != "robust_acc")
             label = f"{job.dataset.name} / {job.defense.name} / seed {job.seed}"
             if not pending:
                 self.say(f"{label}: all {len(job.cells)} cells done (skipped)")
@@ -277,6 +279,8 @@ class Runner:
             for cell in pending:
                 try:
                     self._evaluate(job, cell, plan.profile, model, meta, clean)
+                except NotCertifiable as exc:
+                    self._not_certifiable(job, cell, plan.profile, exc)
                 except Exception as exc:
                     self._fail(job, cell, plan.profile, exc, stage="evaluation")
         return 1 if self.failed else 0
@@ -315,8 +319,10 @@ class Runner:
                 robust = robust_mask(model, attack, data.test_x, data.test_y, clean_correct, eps, ctx,
                                      self.device, self.batch_size)
             masks[(attack.describe(), eps)] = robust
-            metrics.append({"name": "robust_acc", "norm": attack.norm, "eps": eps,
+            metrics.append({"name": attack.metric, "norm": attack.norm, "eps": eps,
                             "value": float(robust.float().mean()), "n": n, "definition": definition})
+            if attack.metric == "verified_acc":
+                metrics.append(self._companion(attack, robust, eps, masks, model, data, clean_correct, ctx))
         eval_s = time.perf_counter() - start
         checked = int(clean_correct.sum()) * sum(1 for e in cell.epsilons if e > 0)
         record = {**self._skeleton(job, cell, profile), "status": "ok", "metrics": metrics,
@@ -329,6 +335,24 @@ class Runner:
             self.say(f"  WARNING {attack.name}: {ctx.violations} adversarial examples were outside the "
                      f"threat model and were clipped (flagged in the record)")
         self.summary.append(self._summary_row(job, cell, record))
+
+    def _companion(self, certifier, verified, eps, masks, model, data, clean_correct, ctx) -> dict:
+        """The certifier's companion attack on the same model and eps (reused if just run): verified must be a
+        subset of empirically robust, example by example, or the certifier is unsound."""
+        from bench.evaluate import robust_mask
+
+        attack = ctx.attack(certifier.companion)
+        empirical = masks.get((attack.describe(), eps))
+        if empirical is None:
+            empirical = robust_mask(model, attack, data.test_x, data.test_y, clean_correct, eps, ctx,
+                                    self.device, self.batch_size)
+            masks[(attack.describe(), eps)] = empirical
+        unsound = int((verified & ~empirical).sum())
+        if unsound:
+            raise InvariantViolation(f"{certifier.name}: {unsound} examples certified at eps {eps:g} were broken "
+                                     f"by {attack.name}; the certifier is unsound")
+        return {"name": "robust_acc", "norm": attack.norm, "eps": eps, "value": float(empirical.float().mean()),
+                "n": len(empirical), "definition": attack.describe()}
 
     def _skeleton(self, job: ModelJob, cell: Cell, profile: str) -> dict[str, Any]:
         a = cell.attack
@@ -356,6 +380,13 @@ class Runner:
         self.say(f"  FAILED {cell.attack.name} ({stage}): {message} -- traceback in {log}")
         record = {**skeleton, "status": "failed", "metrics": [],
                   "error": {"stage": stage, "type": type(exc).__name__, "message": str(exc), "log": str(log)}}
+        write_record(self.records, self._provenance(record))
+        self.summary.append(self._summary_row(job, cell, record))
+
+    def _not_certifiable(self, job: ModelJob, cell: Cell, profile: str, exc: NotCertifiable) -> None:
+        self.say(f"  {cell.attack.name}: not certifiable: {exc}")
+        record = {**self._skeleton(job, cell, profile), "status": "not_certifiable", "metrics": [],
+                  "error": {"stage": "evaluation", "type": "NotCertifiable", "message": f"not certifiable: {exc}"}}
         write_record(self.records, self._provenance(record))
         self.summary.append(self._summary_row(job, cell, record))
 

@@ -74,3 +74,37 @@ EXTRA = {
     "defense": {"text-only": "plugins_for_tests:TextDefense", "needs-teacher": "plugins_for_tests:NeedsTeacher",
                 "broken": "no_such_module_anywhere:Plugin"},
 }
+
+
+from bench.errors import NotCertifiable  # noqa: E402
+from bench.plugins import Certifier  # noqa: E402
+
+
+class ClaimsEverything(Certifier):
+    """Unsound on purpose: 'certifies' every example; the framework must catch it."""
+
+    track = "image-robustness"
+
+    def certify(self, model, x, y, eps, ctx):
+        return torch.ones(len(x), dtype=torch.bool)
+
+
+class CertifiesNothing(Certifier):
+    """Trivially sound."""
+
+    track = "image-robustness"
+
+    def certify(self, model, x, y, eps, ctx):
+        return torch.zeros(len(x), dtype=torch.bool)
+
+
+class RefusesConv(Certifier):
+    track = "image-robustness"
+
+    def certify(self, model, x, y, eps, ctx):
+        raise NotCertifiable("Conv2d")
+
+
+EXTRA["attack"].update({"claims-everything": "plugins_for_tests:ClaimsEverything",
+                        "certifies-nothing": "plugins_for_tests:CertifiesNothing",
+                        "refuses-conv": "plugins_for_tests:RefusesConv"})

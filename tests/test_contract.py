@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from bench.context import AttackContext, TrainContext
-from bench.errors import DataMissing
+from bench.errors import DataMissing, NotCertifiable
 from bench.hparams import resolve
+from bench.plugins import Certifier
 from bench.registry import Registry
 from bench.threat import TOLERANCE, norms
 
@@ -52,6 +53,8 @@ def _attack_ctx(seed=0):
 @pytest.mark.parametrize("name", REGISTRY.names("attack"))
 def test_attack_contract(name, model, digits):
     attack = smoke("attack", name)
+    if isinstance(attack, Certifier):
+        return _certifier_contract(attack, model, digits)
     x, y = digits.test_x[:64], digits.test_y[:64]
     eps = {"linf": 0.1, "l2": 1.0}[attack.norm]
     x_adv = attack.perturb(model, x, y, eps, _attack_ctx())
@@ -65,6 +68,24 @@ def test_attack_contract(name, model, digits):
     assert robust.sum() <= clean.sum()
     again = attack.perturb(model, x, y, eps, _attack_ctx())
     assert torch.equal(x_adv, again), "same seed must give the same adversarial examples"
+
+
+def _certifier_contract(certifier, model, digits):
+    """Certified examples are correctly classified and survive the companion attack; same seed, same mask."""
+    x, y = digits.test_x[:64], digits.test_y[:64]
+    eps = {"linf": 0.1, "l2": 1.0}[certifier.norm]
+    try:
+        verified = certifier.certify(model, x, y, eps, _attack_ctx())
+    except NotCertifiable as exc:
+        pytest.skip(f"not certifiable: {exc}")
+    assert verified.dtype == torch.bool and verified.shape == (len(x),)
+    companion = smoke("attack", certifier.companion)
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+        x_adv = companion.perturb(model, x, y, eps, _attack_ctx())
+        empirical = clean & (model(x_adv).argmax(1) == y)
+    assert not (verified.cpu() & ~empirical).any(), "certified but broken: unsound"
+    assert torch.equal(verified, certifier.certify(model, x, y, eps, _attack_ctx()))
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("defense"))

@@ -136,3 +136,32 @@ def test_worst_case_combines_attacks_run_on_the_same_model(registry, tmp_path):
         assert "AND" not in m["definition"]
         fgsm = next(p for p in alone["fgsm"]["metrics"] if p.get("eps") == m["eps"])
         assert m["value"] <= fgsm["value"]
+
+
+def test_certifier_records_verified_next_to_empirical(registry, tmp_path):
+    code, _ = run_grid(registry, tmp_path, ["certifies-nothing", "pgd-linf"])
+    assert code == 0
+    metrics = records(tmp_path)["certifies-nothing"]["metrics"]
+    names = [m["name"] for m in metrics]
+    assert names.count("verified_acc") == names.count("robust_acc") == 2  # at eps 0.1 and 0.2
+    pgd = {m["eps"]: m["value"] for m in records(tmp_path)["pgd-linf"]["metrics"] if m["name"] == "robust_acc"}
+    for m in metrics:
+        if m["name"] == "robust_acc":
+            assert m["value"] == pgd[m["eps"]]  # the companion's mask, reused from the pgd-linf cell
+
+
+def test_unsound_certifier_fails_its_cell(registry, tmp_path):
+    code, runner = run_grid(registry, tmp_path, ["claims-everything"])
+    assert code == 1
+    record = records(tmp_path)["claims-everything"]
+    assert record["status"] == "failed" and "unsound" in record["error"]["message"]
+
+
+def test_not_certifiable_is_a_record_not_a_crash(registry, tmp_path, capsys):
+    code, _ = run_grid(registry, tmp_path, ["refuses-conv"])
+    assert code == 0
+    record = records(tmp_path)["refuses-conv"]
+    assert record["status"] == "not_certifiable" and record["error"]["message"] == "not certifiable: Conv2d"
+    capsys.readouterr()
+    run_grid(registry, tmp_path, ["refuses-conv"])
+    assert "skipped" in capsys.readouterr().out
