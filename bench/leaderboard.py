@@ -14,7 +14,7 @@ import io
 import json
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UsageError
@@ -32,17 +32,19 @@ class Column:
     attack: str  # the attack's name, plus its differing params when it ran with several in one profile
     name: str  # the attack plugin's name
     eps: float
+    verified: bool = False  # a certifier's verified accuracy (a lower bound), not an attack's robust accuracy
 
     @property
     def label(self) -> str:
-        return f"{self.attack} @ {self.eps:g}"
+        return f"{self.attack} (verified) @ {self.eps:g}" if self.verified else f"{self.attack} @ {self.eps:g}"
 
     @property
     def key(self) -> str:
         return f"{self.attack}@{self.eps:g}"
 
     def order(self) -> tuple:
-        rank = WORST_CASE.index(self.name) if self.name in WORST_CASE else len(WORST_CASE)
+        # Worst cases first (the headline empirical number), then verified accuracy, then each attack.
+        rank = WORST_CASE.index(self.name) if self.name in WORST_CASE else len(WORST_CASE) + (not self.verified)
         return (rank, self.attack, self.eps)
 
 
@@ -60,6 +62,7 @@ class Row:
     eval_s: float
     n: list[int]
     reported: list[tuple[str, float, str]]
+    not_certifiable: set = field(default_factory=set)  # columns whose certifier could not handle the model
 
 
 @dataclass
@@ -124,7 +127,7 @@ def _row(label: str, records: list[dict], attack_labels: dict, dataset: str, hea
     for r in records:
         by_seed[r["seed"]].append(r)
     clean, train, evals, n = [], [], [], set()
-    cells, flagged = defaultdict(list), set()
+    cells, flagged, not_certifiable = defaultdict(list), set(), set()
     curves: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for seed in sorted(by_seed):
         recs = by_seed[seed]
@@ -137,14 +140,21 @@ def _row(label: str, records: list[dict], attack_labels: dict, dataset: str, hea
         for r in recs:
             attack = attack_labels[_variant(r["attack"])]
             violated = ((r.get("threat_model") or {}).get("violations") or 0) > 0
+            if r.get("status") == "not_certifiable":
+                norm = r["attack"].get("norm")
+                for eps in ((headline or {}).get(dataset, {}).get(norm) or ()):
+                    not_certifiable.add(Column(attack, r["attack"]["name"], float(f"{eps:.10g}"), True))
+                continue
+            # A certifier's record also carries its companion attack's robust_acc: its column is verified_acc.
+            verified = any(m["name"] == "verified_acc" for m in r["metrics"])
             for m in r["metrics"]:
                 n.add(m["n"])
-                if m["name"] != "robust_acc":
+                if m["name"] != ("verified_acc" if verified else "robust_acc"):
                     continue
                 eps = float(f"{m['eps']:.10g}")  # merge float noise like 0.30000000000000004
                 curves[attack][eps].append(m["value"])
                 if _is_headline(headline, dataset, m.get("norm") or r["attack"].get("norm"), eps):
-                    column = Column(attack, r["attack"]["name"], eps)
+                    column = Column(attack, r["attack"]["name"], eps, verified)
                     cells[column].append(m["value"])
                     if violated:
                         flagged.add(column)
@@ -156,7 +166,7 @@ def _row(label: str, records: list[dict], attack_labels: dict, dataset: str, hea
         paper.append((column, value, source))
     return Row(label, name, records[0]["defense"].get("params") or {}, len(by_seed), clean, dict(cells),
                flagged, {a: dict(pts) for a, pts in curves.items()}, statistics.fmean(train),
-               statistics.fmean(evals), sorted(n), paper)
+               statistics.fmean(evals), sorted(n), paper, not_certifiable)
 
 
 def _row_order(columns: list[Column]):
@@ -178,7 +188,7 @@ def _section(dataset: str, profile: str, records: list[dict], headline, reported
         by_row[_variant(r["defense"])].append(r)
     rows = [_row(defense_labels[v], recs, attack_labels, dataset, headline, reported)
             for v, recs in sorted(by_row.items())]
-    columns = sorted({c for row in rows for c in row.cells}, key=Column.order)
+    columns = sorted({c for row in rows for c in (*row.cells, *row.not_certifiable)}, key=Column.order)
     rows.sort(key=_row_order(columns))
     eps_seen: dict[str, set[float]] = defaultdict(set)
     for row in rows:
@@ -193,7 +203,7 @@ def build_tables(records: list[dict], *, headline: dict | None = None,
     """{(track, dataset): Table}, one section per profile present (full, quick, smoke, then others)."""
     groups: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        if r.get("status") == "ok":
+        if r.get("status") in ("ok", "not_certifiable"):
             groups[(r["track"], r["dataset"]["name"])][r["profile"]].append(r)
     tables = {}
     for (track, dataset), profiles in sorted(groups.items()):
@@ -257,13 +267,15 @@ def render_markdown(table: Table) -> str:
         out += [f"## {s.profile} profile", "", _md_row(head),
                 "| --- | " + "---: | " * (len(head) - 2) + "--- |"]
         for row in s.rows:
-            robust = [_pct(row.cells.get(c, [])) + (MARK if c in row.flagged else "") for c in s.columns]
+            robust = ["n/c" if c in row.not_certifiable else _pct(row.cells.get(c, [])) + (MARK if c in row.flagged
+                      else "") for c in s.columns]
             out.append(_md_row([row.label, _pct(row.clean), *robust, f"{row.train_s:.1f}", f"{row.eval_s:.1f}",
                                 str(row.seeds), _reported(row, percent=True)]))
         n = sorted({k for row in s.rows for k in row.n})
         out += ["", f"n = {' / '.join(map(str, n))} test examples; accuracy in %, mean ± sample std over seeds "
-                    "where there are several; robust columns are `attack @ eps`; Reported = published numbers, "
-                    "not ours.", "", _provenance(s.records)]
+                    "where there are several; robust columns are `attack @ eps`; `(verified)` columns are "
+                    "certified lower bounds (n/c: the certifier cannot handle the model); Reported = published "
+                    "numbers, not ours.", "", _provenance(s.records)]
         clipped = sum((r.get("threat_model") or {}).get("violations") or 0 for r in s.records)
         if clipped:
             out += ["", f"{MARK} An attack returned perturbations outside the threat model ({clipped} examples "

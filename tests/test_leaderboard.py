@@ -54,6 +54,17 @@ def make_record(defense: str, attack: str, seed: int, clean: float, robust: dict
     }
     if status == "failed":
         record["error"] = {"type": "RuntimeError", "message": "boom", "log": ""}
+    if status == "not_certifiable":
+        record["error"] = {"type": "NotCertifiable", "message": "not certifiable: Conv2d", "log": ""}
+    return record
+
+
+def certified_record(defense: str, seed: int, clean: float, verified: dict[float, float],
+                     empirical: dict[float, float]) -> dict:
+    """A certifier's record: verified_acc with its companion attack's robust_acc at each eps."""
+    record = make_record(defense, "certified-ibp", seed, clean, empirical)
+    record["metrics"] += [{"name": "verified_acc", "norm": "linf", "eps": eps, "value": v, "n": 200,
+                           "definition": "certified-ibp()"} for eps, v in verified.items()]
     return record
 
 
@@ -72,6 +83,9 @@ def synthetic_records() -> list[dict]:
         make_record("pgd-at", "pgd-linf", 0, 0.95, dict(zip(SWEEP, (0.93, 0.91, 0.87, 0.83)))),
         make_record("pgd-at", "worst-case", 0, 0.95, {0.1: 0.90, 0.3: 0.81}),
         make_record("pgd-at", "pgd-linf", 1, 0.5, {0.1: 0.99}, status="failed"),  # must be ignored
+        # a certifier: its column shows verified_acc (not the companion's robust_acc); n/c where it cannot run
+        certified_record("pgd-at", 0, 0.95, {0.1: 0.70, 0.3: 0.10}, {0.1: 0.91, 0.3: 0.83}),
+        make_record("standard", "certified-ibp", 0, 0.98, {}, status="not_certifiable"),
         # smoke: one defense with two hyperparameter sets -> rows labelled by the differing param
         make_record("standard", "fgsm", 0, 0.80, {0.1: 0.30}, profile="smoke", dparams={"epochs": 1, "lr": 0.1}),
         make_record("standard", "fgsm", 0, 0.85, {0.1: 0.35}, profile="smoke", dparams={"epochs": 2, "lr": 0.1}),
@@ -170,7 +184,9 @@ def test_failed_records_are_ignored_and_no_headline_means_every_eps():
     table = build_tables(synthetic_records())[(TRACK, DATASET)]
     assert [s.profile for s in table.sections] == ["quick", "smoke"]
     quick = table.sections[0]
-    assert [c.label for c in quick.columns] == ["worst-case @ 0.1", "worst-case @ 0.3", "fgsm @ 0.1", "fgsm @ 0.3",
+    assert [c.label for c in quick.columns] == ["worst-case @ 0.1", "worst-case @ 0.3",
+                                                "certified-ibp (verified) @ 0.1", "certified-ibp (verified) @ 0.3",
+                                                "fgsm @ 0.1", "fgsm @ 0.3",
                                                 "pgd-linf @ 0.05", "pgd-linf @ 0.1", "pgd-linf @ 0.2",
                                                 "pgd-linf @ 0.3"]
     assert [row.seeds for row in quick.rows] == [1, 2]  # pgd-at's failed seed-1 record adds no seed
