@@ -177,7 +177,7 @@ class LiRPA(Defense):
         "smoke": {"bound": "ibp", "epochs": 20, "batch_size": 64, "lr": 1e-2, "sched_start": 0.05,
                   "sched_length": 0.4, "ibp_init": True, "warmup_reg": True},
         "quick": {"bound": "ibp", "epochs": 10, "max_train_batches": 150, "lr": 1e-3},
-        "full": {"bound": "crown-ibp", "arch": "cnn", "epochs": 60},
+        "full": {"bound": "crown-ibp", "arch": "cnn", "epochs": 20, "batch_size": 256},
     }
 
     def build(self, spec: DataSpec):
