@@ -396,7 +396,7 @@ class Runner:
         for m in (record or {}).get("metrics", []):
             if m["name"] == "clean_acc":
                 row["clean"] = m["value"]
-            elif m["eps"] == job.dataset.epsilons[cell.attack.norm][0]:
+            elif m["name"] == cell.attack.metric and m["eps"] == job.dataset.epsilons[cell.attack.norm][0]:
                 row["robust"] = m["value"]
                 row["eps"] = m["eps"]
         return row
