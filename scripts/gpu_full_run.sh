@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The `full` profile of the image grid on a GPU host with no network, as run for the committed leaderboard:
-# wheels for foolbox/torchattacks and the Fashion-MNIST files travel with the repository (.whl/, .data/).
+# wheels (foolbox, eagerpy, GitPython, gitdb, smmap, torchattacks, mlxtend, auto_LiRPA 0.3: `pip download --no-deps
+# --python-version 3.12 --only-binary=:all: -d .whl ...`) and the Fashion-MNIST files (.data/FashionMNIST/raw)
+# travel with the repository in ignored folders.
 # Usage: OUT=<folder for results> BENCH_GIT_COMMIT=<sha> scripts/gpu_full_run.sh [extra `bench run` args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
