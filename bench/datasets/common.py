@@ -173,3 +173,8 @@ def to_splits(spec, arrays: dict[str, np.ndarray], n_train: int | None, n_test: 
     return Splits(spec=spec,
                   train_x=images_to_tensor(train_x, scale), train_y=labels_to_tensor(train_y),
                   test_x=images_to_tensor(test_x, scale), test_y=labels_to_tensor(test_y))
+
+
+# MNIST's conventional budgets (Madry et al.: Linf 0.3; L2 2.0), shared by every MNIST-derived dataset.
+MNIST_EPSILONS = {"linf": (0.1, 0.3), "l2": (2.0,)}
+MNIST_SWEEP = {"linf": (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4), "l2": (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)}

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.datasets.common import (MNIST_FILES, CorruptData, default_data_root, find_idx_folder,
-                                   read_mnist_folder, to_splits)
+from bench.datasets.common import (MNIST_EPSILONS, MNIST_FILES, MNIST_SWEEP, CorruptData, default_data_root,
+                                   find_idx_folder, read_mnist_folder, to_splits)
 from bench.errors import DataMissing
 from bench.plugins import IMAGE_TRACK, Dataset, Splits
 
@@ -43,9 +43,8 @@ class MNIST(Dataset):
     input_shape = (1, 28, 28)
     num_classes = 10
     bounds = (0.0, 1.0)
-    epsilons = {"linf": (0.1, 0.3), "l2": (2.0,)}
-    sweep = {"linf": (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4),
-             "l2": (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)}
+    epsilons = MNIST_EPSILONS
+    sweep = MNIST_SWEEP
 
     @dataclasses.dataclass(frozen=True)
     class Params:
