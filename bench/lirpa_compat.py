@@ -96,6 +96,19 @@ def named_members_remove_duplicate(bounded_module_cls: type) -> None:
 
 
 # ---- detection ---------------------------------------------------------------------------------------------
+def no_legacy_gpu_fusion() -> None:
+    torch._C._jit_override_can_fuse_on_gpu(False)
+
+
+def _legacy_gpu_fuser_on() -> bool:
+    """auto_LiRPA 0.3 switches TorchScript to the legacy executor at import; on CUDA its fuser then compiles the
+    ``@torch.jit.script`` ReLU-relaxation helpers with NVRTC, which failed on an H200 with torch 2.11 ("CUDA driver
+    error: invalid argument" inside CROWN). Unfused, those helpers run op by op: same numbers, no compilation."""
+    profiling = torch._C._jit_set_profiling_executor(False)  # the setter returns the previous value
+    torch._C._jit_set_profiling_executor(profiling)
+    return not profiling and torch._C._jit_can_fuse_on_gpu()
+
+
 def _import_fix(exc: ImportError) -> Callable[[], None] | None:
     """The patch that repairs this import failure, or None when it is something else."""
     if getattr(exc, "name", None) == "numpy.lib.arraysetops" or "numpy.lib.arraysetops" in str(exc):
@@ -177,6 +190,8 @@ def import_auto_lirpa():
             _apply(named_members_remove_duplicate, lirpa.BoundedModule)
         if _needs_node_getitem(lirpa):
             _apply(node_getitem)
+    if _legacy_gpu_fuser_on():
+        _apply(no_legacy_gpu_fusion)
     _READY.append(lirpa)
     return lirpa
 

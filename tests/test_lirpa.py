@@ -151,7 +151,17 @@ def test_import_is_idempotent(auto_lirpa):
     assert lc.import_auto_lirpa() is auto_lirpa
     assert lc.APPLIED == applied and len(set(applied)) == len(applied)
     assert set(applied) <= {"numpy_arraysetops", "onnx_set_opset_version", "node_getitem",
-                            "named_members_remove_duplicate"}
+                            "named_members_remove_duplicate", "no_legacy_gpu_fusion"}
+
+
+def test_no_legacy_gpu_fusion(auto_lirpa):
+    # auto_LiRPA 0.3 leaves TorchScript on the legacy executor, whose GPU fuser compiles its ReLU helpers with
+    # NVRTC (failed on an H200); after the import that fuser must be off whenever the legacy executor is on
+    profiling = torch._C._jit_set_profiling_executor(False)
+    torch._C._jit_set_profiling_executor(profiling)
+    assert profiling or not torch._C._jit_can_fuse_on_gpu()
+    if not profiling:
+        assert "no_legacy_gpu_fusion" in lc.APPLIED
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------
