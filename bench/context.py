@@ -67,3 +67,26 @@ class AttackContext:
         x_adv, bad = threat.enforce(x, x_adv, attack.norm, eps, self.bounds)
         self.violations += bad
         return x_adv
+
+
+@dataclass
+class EvalContext:
+    """Given to ``Evaluator.evaluate``: where to compute, a seeded generator, and ``model_of(defense,
+    **overrides)`` for another defense's model on the same data and seed (e.g. the original model of an
+    unlearning scenario)."""
+
+    device: torch.device
+    batch_size: int
+    generator: torch.Generator
+    profile: str
+    model_of: Callable[..., torch.nn.Module]
+
+    @torch.no_grad()
+    def logits(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits for ``x`` (on the CPU), computed in batches on the device."""
+        out = [model(x[i:i + self.batch_size].to(self.device)).float().cpu()
+               for i in range(0, len(x), self.batch_size)]
+        return torch.cat(out) if out else torch.empty(0)
+
+    def accuracy(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        return float((self.logits(model, x).argmax(1) == y).float().mean()) if len(y) else float("nan")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UsageError
+from bench.plugins import IMAGE_TRACK
 from bench.records import iter_records
 
 PROFILE_ORDER = ("full", "quick", "smoke")
@@ -337,11 +338,20 @@ def plot_curves(table: Table, section: Section, path: Path) -> None:
 # ---- files -----------------------------------------------------------------------------------------------
 
 def _expected(records_dir: Path, headline, reported) -> tuple[dict, dict[str, str]]:
-    tables = build_tables(list(iter_records(records_dir)), headline=headline, reported=reported)
+    """The image track's tables (for its curves) and every track's files: {"<track>/<file>": text}."""
+    from bench.tables import tables_for
+
+    by_track: dict[str, list[dict]] = defaultdict(list)
+    for r in iter_records(records_dir):
+        by_track[r["track"]].append(r)
+    tables = build_tables(by_track.pop(IMAGE_TRACK, []), headline=headline, reported=reported)
     texts = {}
     for t in tables.values():
         texts[f"{t.track}/{t.dataset}.md"] = render_markdown(t)
         texts[f"{t.track}/{t.dataset}.csv"] = render_csv(t)
+    for track, records in sorted(by_track.items()):
+        for rel, text in tables_for(track)(records, reported).items():
+            texts[f"{track}/{rel}"] = text
     return tables, texts
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-    from bench.context import AttackContext, TrainContext
+    from bench.context import AttackContext, EvalContext, TrainContext
 
 PROFILES = ("smoke", "quick", "full")
 IMAGE_TRACK = "image-robustness"
@@ -61,13 +61,16 @@ class DataSpec:
 
 @dataclasses.dataclass
 class Splits:
-    """Train and test tensors: x float in the dataset's bounds, shape (N, *input_shape); y int64."""
+    """Train and test tensors: x float in the dataset's bounds, shape (N, *input_shape); y int64.
+    ``extras`` holds what a track adds to the data (an unlearning scenario's forget-set indices, a domain-shift
+    benchmark's target domains), read by that track's defenses and evaluators."""
 
     spec: DataSpec
     train_x: "torch.Tensor"
     train_y: "torch.Tensor"
     test_x: "torch.Tensor"
     test_y: "torch.Tensor"
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Dataset(Plugin):
@@ -176,3 +179,21 @@ class Certifier(Attack):
 
     def perturb(self, model, x, y, eps, ctx):
         raise TypeError(f"{self.name} certifies; it produces no adversarial examples")
+
+
+class Evaluator(Attack):
+    """An evaluator whose numbers are not accuracy under a perturbation budget: accuracy on an unlearning
+    scenario's forget and remaining data, membership inference, accuracy per target domain... It has no
+    norm and no eps; ``evaluate`` returns the metrics and the runner adds clean accuracy and provenance.
+    Attack plugins of the same track (``consumes`` permitting) still run on the same cached model."""
+
+    norm = None  # type: ignore[assignment]
+    metric = "score"
+
+    @abstractmethod
+    def evaluate(self, model: "nn.Module", data: Splits, ctx: "EvalContext") -> list[dict[str, Any]]:
+        """Metrics as ``{"name", "value", "n", "definition"}`` dicts (plus any labels the track's tables use,
+        e.g. ``"split"`` or ``"domain"``); ``value`` a float, ``definition`` says exactly what was measured."""
+
+    def perturb(self, model, x, y, eps, ctx):
+        raise TypeError(f"{self.name} evaluates; it produces no adversarial examples")

@@ -19,7 +19,7 @@ from typing import Any
 
 from bench import hashing, hparams
 from bench.errors import InvariantViolation, NotCertifiable, UsageError
-from bench.plugins import PROFILES, Attack, Dataset, Defense
+from bench.plugins import PROFILES, Attack, Dataset, Defense, Evaluator
 from bench.records import read_record, record_path, write_record
 
 # Shared modules whose code changes a trained model / an evaluation (they enter the cache keys).
@@ -78,7 +78,7 @@ def incompatibility(defense: type[Defense], dataset: type[Dataset], attack: type
                f"defense {defense.name} (track {defense.track}, produces {defense.produces})"
     if attack.modality != dataset.modality:
         return f"attack {attack.name} ({attack.modality}) does not apply to {dataset.modality} dataset {dataset.name}"
-    if attack.norm not in dataset.epsilons:
+    if attack.norm is not None and attack.norm not in dataset.epsilons:
         return f"dataset {dataset.name} defines no {attack.norm} budget for attack {attack.name}"
     return None
 
@@ -139,8 +139,8 @@ def plan(registry, sel: Selection) -> Plan:
                 cells = []
                 for a_name, a_cls in attacks.items():
                     attack = a_cls(params[a_name])
-                    eps = tuple(sorted(set(ds.epsilons[attack.norm])
-                                       | (set(ds.sweep.get(attack.norm, ())) if attack.curve else set())))
+                    eps = () if attack.norm is None else tuple(sorted(
+                        set(ds.epsilons[attack.norm]) | (set(ds.sweep.get(attack.norm, ())) if attack.curve else set())))
                     config = {"profile": sel.profile, "seed": seed, "dataset": _config(ds),
                               "defense": _config(defense), "attack": _config(attack), "epsilons": eps}
                     config_id = hashing.digest(config)
@@ -303,6 +303,8 @@ class Runner:
         data = self.data(job.dataset)
         n = len(data.test_y)
         attack = cell.attack
+        if isinstance(attack, Evaluator):
+            return self._evaluate_metrics(job, cell, profile, model, meta, clean)
         ctx = AttackContext(bounds=data.spec.bounds, registry=self.registry, profile=profile,
                             generator=torch.Generator().manual_seed(int(cell.config_id[:15], 16)))
         metrics = [{"name": "clean_acc", "value": float(clean_correct.float().mean()), "n": n}]
@@ -334,6 +336,30 @@ class Runner:
         if ctx.violations:
             self.say(f"  WARNING {attack.name}: {ctx.violations} adversarial examples were outside the "
                      f"threat model and were clipped (flagged in the record)")
+        self.summary.append(self._summary_row(job, cell, record))
+
+    def _evaluate_metrics(self, job: ModelJob, cell: Cell, profile: str, model, meta: dict, clean) -> None:
+        """An evaluator without a threat model: its metrics, after clean accuracy, in one record."""
+        import torch
+
+        from bench.context import EvalContext
+
+        clean_correct, clean_s = clean
+        data = self.data(job.dataset)
+        ctx = EvalContext(device=self.device, batch_size=self.batch_size, profile=profile,
+                          generator=torch.Generator().manual_seed(int(cell.config_id[:15], 16)),
+                          model_of=lambda name, **o: self.model_of(name, o, job.dataset, job.seed, profile)[0])
+        start = time.perf_counter()
+        metrics = [{"name": "clean_acc", "value": float(clean_correct.float().mean()), "n": len(clean_correct)}]
+        for m in cell.attack.evaluate(model, data, ctx):
+            missing = {"name", "value", "n", "definition"} - set(m)
+            if missing:
+                raise InvariantViolation(f"{cell.attack.name}: metric {m.get('name')!r} lacks {sorted(missing)}")
+            metrics.append({**m, "value": float(m["value"]), "n": int(m["n"])})
+        record = {**self._skeleton(job, cell, profile), "status": "ok", "metrics": metrics,
+                  "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"],
+                              "eval_s": time.perf_counter() - start, "clean_eval_s": clean_s}}
+        write_record(self.records, self._provenance(record))
         self.summary.append(self._summary_row(job, cell, record))
 
     def _companion(self, certifier, verified, eps, masks, model, data, clean_correct, ctx) -> dict:
@@ -396,6 +422,8 @@ class Runner:
         for m in (record or {}).get("metrics", []):
             if m["name"] == "clean_acc":
                 row["clean"] = m["value"]
+            elif cell.attack.norm is None:
+                row.setdefault("robust", m["value"])  # an evaluator: its first metric
             elif m["name"] == cell.attack.metric and m["eps"] == job.dataset.epsilons[cell.attack.norm][0]:
                 row["robust"] = m["value"]
                 row["eps"] = m["eps"]

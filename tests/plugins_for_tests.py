@@ -108,3 +108,32 @@ class RefusesConv(Certifier):
 EXTRA["attack"].update({"claims-everything": "plugins_for_tests:ClaimsEverything",
                         "certifies-nothing": "plugins_for_tests:CertifiesNothing",
                         "refuses-conv": "plugins_for_tests:RefusesConv"})
+
+
+from bench.plugins import Evaluator  # noqa: E402
+
+
+class PerClassAccuracy(Evaluator):
+    """A metric-only evaluator: test accuracy of classes 0 and 1 (exercises the runner's evaluator path)."""
+
+    track = "image-robustness"
+
+    def evaluate(self, model, data, ctx):
+        out = []
+        for c in (0, 1):
+            mask = data.test_y == c
+            out.append({"name": "class_acc", "split": f"class {c}", "n": int(mask.sum()),
+                        "value": ctx.accuracy(model, data.test_x[mask], data.test_y[mask]),
+                        "definition": f"test accuracy on class {c}"})
+        return out
+
+
+class MetricWithoutDefinition(Evaluator):
+    track = "image-robustness"
+
+    def evaluate(self, model, data, ctx):
+        return [{"name": "x", "value": 1.0, "n": 1}]
+
+
+EXTRA["attack"].update({"per-class": "plugins_for_tests:PerClassAccuracy",
+                        "no-definition": "plugins_for_tests:MetricWithoutDefinition"})

@@ -7,10 +7,10 @@ the same weights under the same seed. Datasets: shapes, bounds and labels (skipp
 import pytest
 import torch
 
-from bench.context import AttackContext, TrainContext
+from bench.context import AttackContext, EvalContext, TrainContext
 from bench.errors import DataMissing, NotCertifiable
 from bench.hparams import resolve
-from bench.plugins import Certifier
+from bench.plugins import Certifier, Evaluator
 from bench.registry import Registry
 from bench.threat import TOLERANCE, norms
 
@@ -53,6 +53,8 @@ def _attack_ctx(seed=0):
 @pytest.mark.parametrize("name", REGISTRY.names("attack"))
 def test_attack_contract(name, model, digits):
     attack = smoke("attack", name)
+    if isinstance(attack, Evaluator):
+        return _evaluator_contract(attack)
     if isinstance(attack, Certifier):
         return _certifier_contract(attack, model, digits)
     x, y = digits.test_x[:64], digits.test_y[:64]
@@ -86,6 +88,37 @@ def _certifier_contract(certifier, model, digits):
         empirical = clean & (model(x_adv).argmax(1) == y)
     assert not (verified.cpu() & ~empirical).any(), "certified but broken: unsound"
     assert torch.equal(verified, certifier.certify(model, x, y, eps, _attack_ctx()))
+
+
+def _of_track(kind, track):
+    for name in REGISTRY.names(kind):
+        cls = REGISTRY.load(kind, name)
+        if track in getattr(cls, "tracks", (cls.track,)):
+            return smoke(kind, name)
+    pytest.skip(f"no {kind} of track {track} is registered")
+
+
+def _evaluator_contract(evaluator):
+    """On an untrained model of its track's first defense and dataset: well-formed, finite metrics in [0, 1]
+    for fractions, and the same numbers under the same seed."""
+    dataset = _of_track("dataset", evaluator.track)
+    try:
+        dataset.check()
+    except DataMissing as exc:
+        pytest.skip(str(exc))
+    data = dataset.load()
+    torch.manual_seed(0)
+    net = _of_track("defense", evaluator.track).build(data.spec).eval()
+    runs = []
+    for _ in range(2):
+        ctx = EvalContext(device=torch.device("cpu"), batch_size=256, generator=torch.Generator().manual_seed(0),
+                          profile="smoke", model_of=lambda *a, **k: pytest.skip("needs the runner"))
+        runs.append(evaluator.evaluate(net, data, ctx))
+    assert runs[0], "an evaluator must return metrics"
+    for m in runs[0]:
+        assert {"name", "value", "n", "definition"} <= set(m)
+        assert m["value"] == m["value"] and abs(float(m["value"])) != float("inf")
+    assert runs[0] == runs[1], "same seed must give the same metrics"
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("defense"))

@@ -165,3 +165,25 @@ def test_not_certifiable_is_a_record_not_a_crash(registry, tmp_path, capsys):
     capsys.readouterr()
     run_grid(registry, tmp_path, ["refuses-conv"])
     assert "skipped" in capsys.readouterr().out
+
+
+def test_evaluator_writes_its_metrics_beside_attacks_on_the_same_model(registry, tmp_path):
+    code, _ = run_grid(registry, tmp_path, ["per-class", "fgsm", "no-definition"])
+    assert code == 1  # only the evaluator whose metric has no definition fails
+    recs = records(tmp_path)
+    assert recs["no-definition"]["status"] == "failed" and "definition" in recs["no-definition"]["error"]["message"]
+    rec = recs["per-class"]
+    assert rec["status"] == "ok" and "threat_model" not in rec
+    names = [(m["name"], m.get("split")) for m in rec["metrics"]]
+    assert names == [("clean_acc", None), ("class_acc", "class 0"), ("class_acc", "class 1")]
+    assert rec["defense"]["model_key"] == recs["fgsm"]["defense"]["model_key"]  # trained once
+    assert 0.0 <= rec["metrics"][1]["value"] <= 1.0
+
+
+def test_tracks_without_their_own_tables_get_the_generic_table(registry, tmp_path):
+    from bench.tables.generic import tables
+
+    run_grid(registry, tmp_path, ["per-class"])
+    recs = [dict(r, track="some-track") for r in records(tmp_path).values()]
+    md = tables(recs)["uci-digits.md"]
+    assert "| standard | per-class |" in md and "class_acc [class 1]" in md and "smoke profile" in md
