@@ -106,10 +106,17 @@ class Dataset(Plugin):
 class Defense(Plugin):
     kind = "defense"
     produces: ClassVar[str] = "classifier"
+    # Further tracks whose evaluators apply to this defense's models (a domain-generalisation classifier is
+    # also attacked in the image-robustness grid); records are filed under the evaluator's track.
+    also_tracks: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def all_tracks(cls) -> tuple[str, ...]:
+        return (cls.track, *cls.also_tracks)
 
     @classmethod
     def capabilities(cls) -> dict[str, Any]:
-        return {**super().capabilities(), "produces": cls.produces}
+        return {**super().capabilities(), "produces": cls.produces, "also_tracks": cls.also_tracks}
 
     @abstractmethod
     def build(self, spec: DataSpec) -> "nn.Module":

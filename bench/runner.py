@@ -66,14 +66,15 @@ def _origin(registry, kind: str, name: str) -> str:
 
 def incompatibility(defense: type[Defense], dataset: type[Dataset], attack: type[Attack] | None = None) -> str | None:
     """Why the pair/triple cannot run together, or None."""
-    if defense.track not in dataset.tracks:
+    if not set(defense.all_tracks()) & set(dataset.tracks):
         return f"defense {defense.name} (track {defense.track}) does not apply to dataset {dataset.name} " \
                f"(tracks {', '.join(dataset.tracks)})"
     if defense.modality != dataset.modality:
         return f"defense {defense.name} ({defense.modality}) does not apply to {dataset.modality} dataset {dataset.name}"
     if attack is None:
         return None
-    if attack.track != defense.track or attack.consumes != defense.produces:
+    if attack.track not in defense.all_tracks() or attack.track not in dataset.tracks \
+            or attack.consumes != defense.produces:
         return f"attack {attack.name} (track {attack.track}, consumes {attack.consumes}) cannot evaluate " \
                f"defense {defense.name} (track {defense.track}, produces {defense.produces})"
     if attack.modality != dataset.modality:
@@ -382,7 +383,7 @@ class Runner:
 
     def _skeleton(self, job: ModelJob, cell: Cell, profile: str) -> dict[str, Any]:
         a = cell.attack
-        return {"key": cell.key, "config_id": cell.config_id, "track": job.defense.track,
+        return {"key": cell.key, "config_id": cell.config_id, "track": cell.attack.track,
                 "profile": profile, "seed": job.seed,
                 "dataset": {**_config(job.dataset), "origin": _origin(self.registry, "dataset", job.dataset.name)},
                 "defense": {**_config(job.defense), "origin": _origin(self.registry, "defense", job.defense.name),
