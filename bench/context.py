@@ -71,15 +71,16 @@ class AttackContext:
 
 @dataclass
 class EvalContext:
-    """Given to ``Evaluator.evaluate``: where to compute, a seeded generator, and ``model_of(defense,
-    **overrides)`` for another defense's model on the same data and seed (e.g. the original model of an
-    unlearning scenario)."""
+    """Given to ``Evaluator.evaluate``: where to compute, a seeded generator, ``model_of(defense, **overrides)``
+    for another defense's model on the same data and seed (e.g. the original model of an unlearning scenario),
+    and an ``artifacts`` folder for per-example outputs (e.g. a text attack's CSV)."""
 
     device: torch.device
     batch_size: int
     generator: torch.Generator
     profile: str
     model_of: Callable[..., torch.nn.Module]
+    artifacts: Path | None = None  # a folder for per-example outputs (created on demand), recorded in the record
 
     @torch.no_grad()
     def logits(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

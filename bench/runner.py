@@ -349,7 +349,8 @@ class Runner:
         data = self.data(job.dataset)
         ctx = EvalContext(device=self.device, batch_size=self.batch_size, profile=profile,
                           generator=torch.Generator().manual_seed(int(cell.config_id[:15], 16)),
-                          model_of=lambda name, **o: self.model_of(name, o, job.dataset, job.seed, profile)[0])
+                          model_of=lambda name, **o: self.model_of(name, o, job.dataset, job.seed, profile)[0],
+                          artifacts=self.artifacts / "eval" / cell.key[:16])
         start = time.perf_counter()
         metrics = [{"name": "clean_acc", "value": float(clean_correct.float().mean()), "n": len(clean_correct)}]
         for m in cell.attack.evaluate(model, data, ctx):
@@ -360,6 +361,8 @@ class Runner:
         record = {**self._skeleton(job, cell, profile), "status": "ok", "metrics": metrics,
                   "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"],
                               "eval_s": time.perf_counter() - start, "clean_eval_s": clean_s}}
+        if ctx.artifacts.exists():
+            record["artifacts"] = str(ctx.artifacts)
         write_record(self.records, self._provenance(record))
         self.summary.append(self._summary_row(job, cell, record))
 
