@@ -360,6 +360,17 @@ def _generated(out_dir: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return sorted(p for p in out_dir.glob("*/*") if p.is_file() and p.suffix in suffixes)
 
 
+def _track_figures(records_dir: Path, out_dir: Path) -> list[Path]:
+    """PNGs drawn by a track's own table module (its optional ``figures`` hook, e.g. sample grids)."""
+    from bench.tables import figures_for
+
+    by_track: dict[str, list[dict]] = defaultdict(list)
+    for r in iter_records(records_dir):
+        by_track[r["track"]].append(r)
+    return [p for track, records in sorted(by_track.items()) if (draw := figures_for(track))
+            for p in draw(records, out_dir / track)]
+
+
 def write_leaderboards(records_dir: Path, out_dir: Path, *, headline: dict | None = None,
                        reported: dict | None = None) -> list[Path]:
     """Write every table and curve; remove stale generated files so the folder matches the records."""
@@ -376,6 +387,7 @@ def write_leaderboards(records_dir: Path, out_dir: Path, *, headline: dict | Non
                 path = out_dir / t.track / f"{t.dataset}-{s.profile}.png"
                 plot_curves(t, s, path)
                 written.append(path)
+    written += _track_figures(records_dir, out_dir)
     for stale in set(_generated(out_dir, TABLE_SUFFIXES + (".png",))) - set(written):
         stale.unlink()
     return sorted(written)

@@ -3,7 +3,7 @@
 # wheels (foolbox, eagerpy, GitPython, gitdb, smmap, torchattacks, mlxtend, auto_LiRPA 0.3: `pip download --no-deps
 # --python-version 3.12 --only-binary=:all: -d .whl ...`) and the Fashion-MNIST files (.data/FashionMNIST/raw)
 # travel with the repository in ignored folders.
-# Usage: OUT=<folder for results> BENCH_GIT_COMMIT=<sha> scripts/gpu_full_run.sh [extra `bench run` args]
+# Usage: OUT=<folder for results> BENCH_GIT_COMMIT=<sha> [SUITES="full mtard-full ..."] scripts/gpu_full_run.sh [extra `bench run` args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
@@ -11,6 +11,13 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tm
 export PYTHONPATH=/tmp/site BENCH_DATA="$PWD/.data" BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 [ -n "${SKIP_BENCH:-}" ] || python3 benchmarks/pgd_throughput.py --device cuda --repeats 11 --json "$OUT/pgd_gpu.json" || true
-timeout "${BENCH_TIMEOUT:-480}" python3 -m bench.cli --results leaderboards run --suite full --device cuda "$@"
-echo "bench exit: $?"
+# SUITES: the suites to run in order (default: the image grid); BENCH_TIMEOUT bounds them all together.
+end=$(( $(date +%s) + ${BENCH_TIMEOUT:-480} ))
+for suite in ${SUITES:-full}; do
+  left=$(( end - $(date +%s) ))
+  [ "$left" -gt 10 ] || { echo "no time left for suite $suite"; break; }
+  echo "== suite $suite ($left s left)"
+  timeout "$left" python3 -m bench.cli --results leaderboards run --suite "$suite" --device cuda "$@"
+  echo "bench exit ($suite): $?"
+done
 tar czf "$OUT/full_records.tgz" -C leaderboards records cache $(test -d leaderboards/logs && echo logs)

@@ -6,9 +6,18 @@ from __future__ import annotations
 
 import importlib
 
-TRACK_TABLES: dict[str, str] = {}
+TRACK_TABLES: dict[str, str] = {
+    "domain-shift": "bench.tables.domain_shift",
+    "unlearning": "bench.tables.unlearning",
+    "text-robustness": "bench.tables.text",
+}
 
 
 def tables_for(track: str):
     """The ``tables`` function of the track's module, or the generic one."""
     return importlib.import_module(TRACK_TABLES.get(track, "bench.tables.generic")).tables
+
+
+def figures_for(track: str):
+    """The track module's optional ``figures(records, out_dir) -> [paths]`` (PNGs it draws itself), or None."""
+    return getattr(importlib.import_module(TRACK_TABLES.get(track, "bench.tables.generic")), "figures", None)

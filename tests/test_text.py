@@ -1,0 +1,212 @@
+"""The text-robustness track on tiny data: a randomly initialised 1-layer BertForMaskedLM saved to a temporary
+folder (so the "any local masked LM" path is what runs), the shared constraint checker, query counting and
+budgets, MVP's scoring, determinism, and the contract of every registered text plugin."""
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.context import EvalContext, TrainContext
+from bench.hparams import resolve
+from bench.plugins import DataSpec, Splits
+from bench.registry import Registry
+from bench.text import constraints
+from bench.text.attack import BudgetExhausted, Victim, WordAttack
+from bench.text.data import Texts
+
+REGISTRY = Registry()
+SPEC = DataSpec("rotten-tomatoes", (), 2)
+TEMPLATES = ("Sentiment of the statement is [MASK] .", "[SEP] [MASK]", "This is a [MASK] statement",
+             "[SEP] The statement is [MASK]")
+VERBALIZER = (("negative", "bad"), ("positive",))
+POS = ["a good and fine film", "truly good acting here", "good fun for everyone", "a fine good story"]
+NEG = ["a dull and boring film", "truly awful acting here", "boring mess for everyone", "a bad dull story"]
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from bench.text.backbone import backbone_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(backbone_path("minilm"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    x, y = Texts(POS * 4 + NEG * 4), torch.tensor([1] * 16 + [0] * 16)
+    return Splits(SPEC, x, y, Texts(POS + NEG), torch.tensor([1] * 4 + [0] * 4),
+                  extras={"val_x": Texts(POS + NEG), "val_y": torch.tensor([1] * 4 + [0] * 4)})
+
+
+def _ctx(seed=0):
+    return TrainContext(device=torch.device("cpu"), seed=seed, generator=torch.Generator().manual_seed(seed),
+                        artifacts=None, model_of=None)
+
+
+def _eval_ctx(tmp_path=None):
+    return EvalContext(device=torch.device("cpu"), batch_size=16, generator=torch.Generator().manual_seed(0),
+                       profile="smoke", model_of=None, artifacts=tmp_path)
+
+
+class KeywordModel(nn.Module):
+    """Positive iff 'good' occurs: a victim with a known weak spot."""
+
+    def forward(self, texts):
+        score = torch.tensor([2.0 if "good" in t.split() else -2.0 for t in texts])
+        return torch.stack([-score, score], dim=1)
+
+
+# ---- data and constraints ---------------------------------------------------------------------------------
+def test_texts_index_like_tensors():
+    t = Texts(["a", "b", "c", "d"])
+    assert t[1] == "b" and t[1:3] == Texts(["b", "c"]) and t[torch.tensor([3, 0])] == Texts(["d", "a"])
+    assert t.to("cpu") is t and len(t[torch.tensor([], dtype=torch.long)]) == 0
+
+
+def test_constraint_checker_rejects_over_budget_texts():
+    original = " ".join(f"w{i}" for i in range(11))  # 11 words: ceil(1.1) = 2 may change
+    two = original.replace("w1 ", "x ").replace("w5 ", "y ")
+    three = two.replace("w7 ", "z ")
+    assert constraints.check(original, two).ok and constraints.check(original, two).words_changed == 2
+    assert not constraints.check(original, three).ok
+    assert not constraints.check(original, original + " extra").ok  # word count changed
+    assert constraints.check(original, three, max_word_change=0.3).ok
+
+
+def test_rotten_tomatoes_split_has_no_leakage():
+    dataset = REGISTRY.load("dataset", "rotten-tomatoes")
+    try:
+        dataset().check()
+    except Exception as exc:
+        pytest.skip(str(exc))
+    data = dataset(dataset.Params(n_train=None, n_val=None, n_test=None)).load()
+    train, val, test = set(data.train_x), set(data.extras["val_x"]), set(data.test_x)
+    assert not (train & test) and not (val & test) and not (train & val)
+    assert len(train) + len(val) + len(test) > 12_000 and set(data.test_y.tolist()) == {0, 1}
+    assert not any("&amp;" in t for t in data.test_x)
+
+
+# ---- queries and attacks --------------------------------------------------------------------------------
+def test_victim_counts_distinct_queries_and_enforces_the_budget():
+    victim = Victim(KeywordModel(), batch_size=2, max_queries=3)
+    victim.probs(["a good one", "a bad one", "a good one"])
+    assert victim.queries == 2  # the repeat is cached
+    victim.probs(["a bad one"])
+    assert victim.queries == 2
+    with pytest.raises(BudgetExhausted):
+        victim.probs(["x", "y"])
+    assert victim.queries == 2  # never exceeds the budget
+
+
+@pytest.mark.parametrize("name", ["pwws", "textfooler", "bert-attack", "textbugger"])
+def test_attack_breaks_a_keyword_model_within_budgets(name, tmp_path):
+    cls = REGISTRY.load("attack", name)
+    attack = cls(resolve({name: cls}, "smoke", [])[name])
+    x = Texts(["this is a really good film with nice actors and a strong script"])
+    data = Splits(SPEC, x, torch.tensor([1]), x, torch.tensor([1]))
+    metrics = {m["name"]: m for m in attack.evaluate(KeywordModel(), data, _eval_ctx(tmp_path))}
+    assert metrics["acc_under_attack"]["value"] == 0.0 and metrics["attack_success_rate"]["value"] == 1.0
+    assert metrics["words_perturbed"]["value"] <= 2 / 13  # ceil(10% of 13 words) = 2
+    row = (tmp_path / "results.csv").read_text().splitlines()[1]
+    assert "Successful" in row and "good" not in row.split(",")[-2].split()
+    tight = cls(dataclasses.replace(attack.params, max_queries=3))
+    metrics = {m["name"]: m for m in tight.evaluate(KeywordModel(), data, _eval_ctx())}
+    assert metrics["query_budget_used"]["value"] * 3 <= 3 and metrics["acc_under_attack"]["value"] == 1.0
+
+
+def test_framework_rejects_an_attack_that_breaks_the_constraints():
+    class Cheater(WordAttack):
+        def search(self, victim, words, label, max_changes, ctx):
+            return ["bad"] * len(words)  # every word changed: far over 10%
+
+    x = Texts(["a good film"] * 2 + ["one two three four five six seven eight nine ten good eleven"])
+    data = Splits(SPEC, x, torch.tensor([1, 1, 1]), x, torch.tensor([1, 1, 1]))
+    metrics = {m["name"]: m for m in Cheater().evaluate(KeywordModel(), data, _eval_ctx())}
+    assert metrics["rejected_rate"]["value"] == 1.0 and metrics["acc_under_attack"]["value"] == 1.0
+
+
+# ---- models ---------------------------------------------------------------------------------------------
+def test_mvp_has_no_new_head_and_scores_max_over_words_mean_over_templates(tiny_backbone):
+    from bench.text.models import MLPClassifier, PromptClassifier
+
+    torch.manual_seed(0)
+    mvp = PromptClassifier(tiny_backbone, TEMPLATES, VERBALIZER, max_length=24).eval()
+    assert {n for n, _ in mvp.named_parameters()} == {f"mlm.{n}" for n, _ in mvp.mlm.named_parameters()}
+    mlp = MLPClassifier(tiny_backbone, 2)
+    assert any(n.startswith("head.") for n, _ in mlp.named_parameters())
+    texts = Texts(["a good film", "the worst movie of the year , by far"])
+    tok = mvp.tokenizer
+    label_ids = [[tok.convert_tokens_to_ids(w) for w in ws] for ws in VERBALIZER]
+    with torch.no_grad():
+        expected = torch.zeros(2, 2)
+        for j in range(len(TEMPLATES)):  # reference: the full MLM logits, one template at a time
+            batch = mvp.prepare(texts, torch.full((2,), j))
+            vocab = mvp.mlm(input_ids=batch.ids, attention_mask=batch.mask).logits[torch.arange(2), batch.mask_pos]
+            expected += torch.stack([vocab[:, ids].max(dim=1).values for ids in label_ids], dim=1) / len(TEMPLATES)
+        assert torch.allclose(mvp(texts), expected, atol=1e-5)
+        batch = mvp.prepare(texts)
+        assert batch.group == 4 and (batch.ids[torch.arange(8), batch.mask_pos] == tok.mask_token_id).all()
+
+
+def test_template_is_never_truncated(tiny_backbone):
+    from bench.text.models import PromptClassifier
+
+    mvp = PromptClassifier(tiny_backbone, TEMPLATES, VERBALIZER, max_length=16)
+    batch = mvp.prepare(Texts(["word " * 40]))
+    assert batch.ids.shape[1] <= 16 and (batch.ids[torch.arange(4), batch.mask_pos] == mvp.tokenizer.mask_token_id).all()
+    assert (batch.ids[:, -1] == mvp.tokenizer.sep_token_id).all()  # each filled to max_length: text cut
+
+
+@pytest.mark.parametrize("name", ["mlp-ft", "mvp", pytest.param("mvp-adv", marks=pytest.mark.slow),
+                                  pytest.param("mlp-ft-adv", marks=pytest.mark.slow)])
+def test_text_defense_contract_learns_and_is_deterministic(name, tiny_backbone, tiny_data, tmp_path):
+    from bench.cache import ModelCache
+
+    cls = REGISTRY.load("defense", name)
+    params = dataclasses.replace(resolve({name: cls}, "smoke", [])[name], backbone=tiny_backbone, epochs=12,
+                                 lr=1e-2, batch_size=8, max_length=24)
+    if params.adv_eps:  # the tiny model's embeddings have norm ~0.1 per token: a proportionate radius
+        params = dataclasses.replace(params, adv_eps=0.05)
+    defense, weights, logits = cls(params), [], []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = defense.build(SPEC)
+        defense.fit(model, tiny_data, _ctx())
+        with torch.no_grad():
+            logits.append(model(tiny_data.test_x))
+        weights.append(model.state_dict())
+    assert logits[0].shape == (8, 2) and torch.isfinite(logits[0]).all()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), "same seed, same model"
+    if not params.adv_eps:  # adversarial training of the tiny model needs more epochs than a test affords
+        assert (logits[0].argmax(1) == tiny_data.test_y).float().mean() >= 0.75, "it should fit separable data"
+    cache = ModelCache(tmp_path)  # tied embeddings/decoder survive the safetensors round trip
+    torch.manual_seed(0)
+    cache.save("k", model, {})
+    fresh = defense.build(SPEC)
+    cache.load("k", fresh)
+    with torch.no_grad():
+        assert torch.allclose(fresh.eval()(tiny_data.test_x), logits[1], atol=1e-6)
+
+
+def test_embedding_pgd_stays_in_the_ball_and_raises_the_loss(tiny_backbone, tiny_data):
+    from bench.text.models import MLPClassifier
+    from bench.text.training import TextTrainParams, embedding_pgd
+
+    torch.manual_seed(0)
+    model = MLPClassifier(tiny_backbone, 2, max_length=24).eval()
+    batch = model.prepare(tiny_data.test_x)
+    emb, y = model.embed(batch).detach(), tiny_data.test_y
+    delta = embedding_pgd(model, batch, emb, y, TextTrainParams(adv_eps=0.5))
+    assert (delta.flatten(1).norm(dim=1) <= 0.5 + 1e-5).all() and (delta[batch.mask == 0] == 0).all()
+    with torch.no_grad():
+        assert F.cross_entropy(model.logits_from(batch, emb + delta), y) > F.cross_entropy(model.logits_from(batch, emb), y)
