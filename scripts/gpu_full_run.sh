@@ -7,6 +7,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+# matplotlib (MTARD's trajectory plot, the SYN digits' fonts) if the host lacks it: wheels in .data/mpl
+python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site .data/mpl/*.whl
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .
 export PYTHONPATH=/tmp/site BENCH_DATA="$PWD/.data" BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -20,4 +22,6 @@ for suite in ${SUITES:-full}; do
   timeout "$left" python3 -m bench.cli --results leaderboards run --suite "$suite" --device cuda "$@"
   echo "bench exit ($suite): $?"
 done
-tar czf "$OUT/full_records.tgz" -C leaderboards records cache $(test -d leaderboards/logs && echo logs)
+# Records, logs and small artifacts come back; trained models stay (set KEEP_CACHE=1 to bring them too).
+tar czf "$OUT/full_records.tgz" -C leaderboards records $(test -d leaderboards/artifacts && echo artifacts) \
+    $(test -d leaderboards/logs && echo logs) ${KEEP_CACHE:+cache}
