@@ -188,3 +188,12 @@ def test_tracks_without_their_own_tables_get_the_generic_table(registry, tmp_pat
     recs = [dict(r, track="some-track") for r in records(tmp_path).values()]
     md = tables(recs)["uci-digits.md"]
     assert "| standard | per-class |" in md and "class_acc [class 1]" in md and "smoke profile" in md
+
+
+def test_a_plugins_helper_modules_enter_its_cache_key():
+    from bench.hashing import code_version, helper_modules
+
+    # advstyle's numbers depend on the style layers and the DG training loop in their own modules
+    assert {"bench.style", "bench.dg_training"} <= set(helper_modules("defenses.advstyle"))
+    assert "bench.lirpa_compat" in code_version("attacks.certified")
+    assert "bench.plugins" not in code_version("defenses.pgd_at")  # interfaces, not numbers
