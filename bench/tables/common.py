@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import defaultdict
 
 LABEL_KEYS = ("split", "domain", "definition_id")  # metric fields that distinguish columns of one name
 
@@ -42,3 +43,14 @@ def provenance(records: list[dict]) -> str:
     dates = sorted({(r.get("created") or "")[:10] for r in records})
     return (f"Provenance: {len(records)} records, commit {' / '.join(commits)}, {', '.join(devices)}, "
             f"{dates[-1] if dates else '?'}")
+
+
+GENERATED = "Generated from the result records by `bench leaderboard`; do not edit by hand."
+
+
+def by_dataset(records: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """{dataset: {profile: records}}, datasets in name order (each track writes one file per dataset)."""
+    groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        groups[r["dataset"]["name"]][r["profile"]].append(r)
+    return {name: groups[name] for name in sorted(groups)}

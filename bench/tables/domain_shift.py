@@ -10,7 +10,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from bench.tables.common import dedupe, md_row, provenance
+from bench.tables.common import GENERATED, by_dataset, dedupe, md_row, provenance
 
 PROFILE_ORDER = ("full", "quick", "smoke")
 METHOD_ORDER = ("erm", "dsu", "mixstyle", "advstyle-noise", "advstyle")
@@ -83,13 +83,10 @@ def _section(records: list[dict]):
 
 
 def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
-    by_dataset: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        by_dataset[r["dataset"]["name"]][r["profile"]].append(r)
     out = {}
-    for dataset, profiles in sorted(by_dataset.items()):
+    for dataset, profiles in by_dataset(records).items():
         md = [f"# {dataset} (domain-shift)", "",
-              "Generated from the result records by `bench leaderboard`; do not edit by hand.", "",
+              GENERATED, "",
               "Single-source domain generalisation: train on the source domain, select the epoch on held-out "
               "source data, report top-1 accuracy (%) on the source test set and on each unseen target domain, "
               "and the unweighted average over targets; mean ± standard error over seeds.", ""]

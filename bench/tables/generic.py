@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from bench.tables.common import LABEL_KEYS, dedupe, fmt, md_row, provenance
+from bench.tables.common import GENERATED, LABEL_KEYS, by_dataset, dedupe, fmt, md_row, provenance
 
 
 def metric_label(m: dict) -> str:
@@ -14,14 +14,10 @@ def metric_label(m: dict) -> str:
 
 
 def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
-    by_dataset: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        by_dataset[r["dataset"]["name"]][r["profile"]].append(r)
     out = {}
-    for dataset, profiles in sorted(by_dataset.items()):
+    for dataset, profiles in by_dataset(records).items():
         track = next(iter(profiles.values()))[0]["track"]
-        lines = [f"# {dataset} ({track})", "", "Generated from the result records by `bench leaderboard`; "
-                 "do not edit by hand.", ""]
+        lines = [f"# {dataset} ({track})", "", GENERATED, ""]
         for profile in sorted(profiles, key=lambda p: ("full", "quick", "smoke").index(p)
                               if p in ("full", "quick", "smoke") else 9):
             recs = dedupe(profiles[profile])

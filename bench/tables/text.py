@@ -8,7 +8,7 @@ import csv
 import io
 from collections import defaultdict
 
-from bench.tables.common import dedupe, fmt, md_row, provenance
+from bench.tables.common import GENERATED, by_dataset, dedupe, fmt, md_row, provenance
 
 PROFILE_ORDER = ("full", "quick", "smoke")
 DEFENSE_ORDER = ("mlp-ft", "mlp-ft-adv", "mvp", "mvp-adv")
@@ -58,13 +58,10 @@ def _section(profile: str, records: list[dict]) -> list[str]:
 
 
 def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
-    by_dataset: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        by_dataset[r["dataset"]["name"]][r["profile"]].append(r)
     out = {}
-    for dataset, profiles in sorted(by_dataset.items()):
+    for dataset, profiles in by_dataset(records).items():
         lines = [f"# {dataset} (text-robustness)", "",
-                 "Generated from the result records by `bench leaderboard`; do not edit by hand.", ""]
+                 GENERATED, ""]
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["profile", "defense", "attack", "seed", "metric", "value", "n"])

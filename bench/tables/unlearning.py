@@ -15,7 +15,7 @@ import statistics
 from collections import defaultdict
 
 from bench.leaderboard import _canon, _labels
-from bench.tables.common import dedupe, fmt, md_row, provenance
+from bench.tables.common import GENERATED, by_dataset, dedupe, fmt, md_row, provenance
 
 FIRST = ("original", "retrain")
 SPLIT_ORDER = ("remain", "forget", "forget-true", "test", "test-retained", "test-forgotten")
@@ -95,13 +95,10 @@ def _table_rows(records: list[dict]):
 
 
 def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
-    by_dataset: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        by_dataset[r["dataset"]["name"]][r["profile"]].append(r)
     out = {}
-    for dataset, profiles in sorted(by_dataset.items()):
+    for dataset, profiles in by_dataset(records).items():
         md = [f"# {dataset} (unlearning)", "",
-              "Generated from the result records by `bench leaderboard`; do not edit by hand.", "",
+              GENERATED, "",
               "Accuracies and MIA rates in %, mean ± std over seeds. `MIA <definition>`: the fraction of the "
               "forget set the attack calls members (definitions in the records). Time: the model's training "
               "time in seconds (for methods that start from the original model, the unlearning step only); "
