@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from bench.plugins import IMAGE_TRACK, DataSpec, Defense, Splits
 from bench.training import OptimParams
+from defenses.ard import teacher_overrides
 
 ADV, NAT = 0, 1  # index of the robust (adversarial) and the clean (natural) teacher in weights/temperatures
 
@@ -130,8 +131,7 @@ class MTARD(Defense):
     def fit(self, model, data: Splits, ctx) -> None:
         p = self.params
         clean_teacher = ctx.model_of("standard")
-        overrides = {"width": p.teacher_width, **({"epochs": p.teacher_epochs} if p.teacher_epochs is not None else {})}
-        robust_teacher = ctx.model_of(p.robust_teacher, **overrides)
+        robust_teacher = ctx.model_of(p.robust_teacher, **teacher_overrides(p))
         eps = p.eps if p.eps is not None else ctx.epsilons["linf"][0]
         step = p.rel_step * eps / p.steps
         model.to(ctx.device)
