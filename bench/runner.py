@@ -73,8 +73,10 @@ def incompatibility(defense: type[Defense], dataset: type[Dataset], attack: type
         return f"defense {defense.name} ({defense.modality}) does not apply to {dataset.modality} dataset {dataset.name}"
     if attack is None:
         return None
-    if attack.track not in defense.all_tracks() or attack.track not in dataset.tracks \
-            or attack.consumes != defense.produces:
+    if attack.track not in dataset.tracks:
+        return f"attack {attack.name} (track {attack.track}) does not apply to dataset {dataset.name} " \
+               f"(tracks {', '.join(dataset.tracks)})"
+    if attack.track not in defense.all_tracks() or attack.consumes != defense.produces:
         return f"attack {attack.name} (track {attack.track}, consumes {attack.consumes}) cannot evaluate " \
                f"defense {defense.name} (track {defense.track}, produces {defense.produces})"
     if attack.modality != dataset.modality:
