@@ -5,6 +5,7 @@ The JSON is written last and stores the weights' sha256, so a half-written or co
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -36,6 +37,23 @@ class ModelCache:
 
     def has(self, key: str) -> bool:
         return self.paths(key)[1].exists()
+
+    @contextlib.contextmanager
+    def lock(self, key: str):
+        """Held while one model is looked up and trained: parallel workers that need the same model (a shared
+        teacher) train it once; the others wait, then load it. The OS drops the lock if its holder dies."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock; the atomic writes still keep every file whole
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{key}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def save(self, key: str, model, meta: dict[str, Any]) -> None:
         from safetensors.torch import save_file

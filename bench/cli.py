@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a hyperparameter, [plugin.]field=JSON (repeatable)")
     run.add_argument("--data-root", help="dataset files in torchvision's layout")
     run.add_argument("--force", action="store_true", help="retrain and re-evaluate even if cached/finished")
+    run.add_argument("--executor", choices=("local",), default="local",
+                     help="where jobs run: local processes (default)")
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="model jobs (defense x dataset x seed) in N parallel worker processes; with CUDA at "
+                          "most one per visible GPU (default 1: sequential, in this process)")
 
     lb = sub.add_parser("leaderboard", help="regenerate the leaderboard tables from the records")
     lb.add_argument("--check", action="store_true",
@@ -110,10 +115,17 @@ def cmd_run(args, registry) -> int:
                           datasets=tuple(grid["datasets"]), seeds=tuple(grid["seeds"]) or (0,),
                           profile=args.profile or grid["profile"], sets=tuple(args.sets),
                           data_root=args.data_root)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
     the_plan = plan(registry, selection)  # every check happens here, before any compute or write
     runner = Runner(registry, args.results, device=args.device, force=args.force)
     try:
-        code = runner.execute(the_plan)
+        if args.jobs > 1:
+            from bench.executors import run_parallel
+
+            code = run_parallel(runner, selection, the_plan, args.jobs)
+        else:
+            code = runner.execute(the_plan)
     finally:
         print(format_summary(runner.summary))
     if runner.failed:

@@ -172,6 +172,7 @@ class Runner:
         from bench.cache import ModelCache
 
         self.registry = registry
+        self.results = results
         self.records = results / "records"
         self.logs = results / "logs"
         self.cache = ModelCache(results / "cache")
@@ -215,29 +216,30 @@ class Runner:
         data = self.data(dataset)
         torch.manual_seed(seed)  # weight initialisation
         model = defense.build(data.spec)
-        meta = None
-        if self.cache.has(key) and not self.force:
-            try:
-                meta = {**self.cache.load(key, model), "cached": True}
-            except CorruptArtifact as exc:
-                self.say(f"  cache: {exc}; rebuilding")
-                self.cache.discard(key)
-        if meta is None:
-            self.say(f"  training {defense.name} on {dataset.name} (seed {seed}, {profile})")
-            torch.manual_seed(seed)
-            ctx = TrainContext(
-                device=self.device, seed=seed, generator=torch.Generator().manual_seed(seed),
-                artifacts=self.artifacts / key[:16],
-                model_of=lambda name, **overrides: self.model_of(name, overrides, dataset, seed, profile)[0],
-                epsilons=dict(dataset.epsilons))
-            start = time.perf_counter()
-            defense.fit(model, data, ctx)
-            train_s = time.perf_counter() - start
-            meta = {"defense": _config(defense), "dataset": _config(dataset), "seed": seed,
-                    "train_s": train_s, "history": ctx.history, "device": str(self.device),
-                    "created": _now()}
-            self.cache.save(key, model, meta)
-            meta = {**meta, "key": key, "cached": False}
+        with self.cache.lock(key):  # parallel workers: one trains, the others then load
+            meta = None
+            if self.cache.has(key) and not self.force:
+                try:
+                    meta = {**self.cache.load(key, model), "cached": True}
+                except CorruptArtifact as exc:
+                    self.say(f"  cache: {exc}; rebuilding")
+                    self.cache.discard(key)
+            if meta is None:
+                self.say(f"  training {defense.name} on {dataset.name} (seed {seed}, {profile})")
+                torch.manual_seed(seed)
+                ctx = TrainContext(
+                    device=self.device, seed=seed, generator=torch.Generator().manual_seed(seed),
+                    artifacts=self.artifacts / key[:16],
+                    model_of=lambda name, **overrides: self.model_of(name, overrides, dataset, seed, profile)[0],
+                    epsilons=dict(dataset.epsilons))
+                start = time.perf_counter()
+                defense.fit(model, data, ctx)
+                train_s = time.perf_counter() - start
+                meta = {"defense": _config(defense), "dataset": _config(dataset), "seed": seed,
+                        "train_s": train_s, "history": ctx.history, "device": str(self.device),
+                        "created": _now()}
+                self.cache.save(key, model, meta)
+                meta = {**meta, "key": key, "cached": False}
         model.to(self.device).eval()
         for p in model.parameters():
             p.requires_grad_(False)  # attacks need input gradients only
@@ -287,6 +289,12 @@ class Runner:
                 except Exception as exc:
                     self._fail(job, cell, plan.profile, exc, stage="evaluation")
         return 1 if self.failed else 0
+
+    def fail_unfinished(self, job: ModelJob, profile: str, exc: BaseException, stage: str) -> None:
+        """Fail the job's cells that have no finished record (e.g. its worker process died)."""
+        for cell in job.cells:
+            if not self.done(job, cell, profile):
+                self._fail(job, cell, profile, exc, stage)
 
     def _clean(self, model, dataset: Dataset):
         from bench.evaluate import predict

@@ -41,6 +41,9 @@ class LiRPAParams(OptimParams):
     warmup_reg: bool = False  # Shi et al.: tightness + ReLU-balance regularisers during the ramp
     grad_clip: float | None = 10.0  # max global gradient norm (Shi et al., auto_LiRPA's examples)
     max_train_batches: int | None = None  # CPU budget: at most this many batches per epoch (None: all)
+    # At least this many training batches in all: a small dataset gets more epochs (bound-based training
+    # collapses to a constant classifier when the eps ramp is only a few hundred steps long).
+    min_train_batches: int | None = None
 
 
 def smoothed_eps(step: int, start: int, length: int, eps_max: float, mid: float = SCHED_MID,
@@ -145,7 +148,8 @@ class LiRPA(Defense):
     Profiles: smoke (uci-digits' 512 images, IBP, 20 epochs of 8 batches of 64, lr 1e-2, with ``ibp_init`` and
     ``warmup_reg``, which keep such a short run from collapsing to a constant classifier; ~2 s); quick (CPU: IBP,
     cnn-small, lr 1e-3, 10 epochs of at most 150 batches of 256, i.e. a random 38,400 of Fashion-MNIST's 60,000
-    per epoch; ~110 s on 2 cores, where an IBP step costs ~0.07 s and a CROWN-IBP step ~0.5 s); full (GPU:
+    per epoch; ~110 s on 2 cores, where an IBP step costs ~0.07 s and a CROWN-IBP step ~0.5 s; at least 1,500
+    batches in all, so a small dataset such as MNIST-5k gets more epochs instead of collapsing); full (GPU:
     CROWN-IBP, cnn, 20 epochs of all 235 batches: 66 s on one H200. A 60-epoch run reached higher IBP-verified
     accuracy, but auto_LiRPA 0.3's CROWN failed on that model, so the profile stays at the verified 20).
 
@@ -177,7 +181,7 @@ class LiRPA(Defense):
     profiles = {
         "smoke": {"bound": "ibp", "epochs": 20, "batch_size": 64, "lr": 1e-2, "sched_start": 0.05,
                   "sched_length": 0.4, "ibp_init": True, "warmup_reg": True},
-        "quick": {"bound": "ibp", "epochs": 10, "max_train_batches": 150, "lr": 1e-3},
+        "quick": {"bound": "ibp", "epochs": 10, "max_train_batches": 150, "min_train_batches": 1500, "lr": 1e-3},
         "full": {"bound": "crown-ibp", "arch": "cnn", "epochs": 20, "batch_size": 256},
     }
 
@@ -195,7 +199,6 @@ class LiRPA(Defense):
         p = self.params
         test_eps = ctx.epsilons["linf"][0]
         eps_max = float(p.eps) if p.eps is not None else test_eps * p.train_eps_factor
-        ctx.log(train_eps=eps_max, test_eps=test_eps)
         lirpa = lc.import_auto_lirpa()
         model.to(ctx.device)
         spec = data.spec
@@ -203,7 +206,9 @@ class LiRPA(Defense):
         per_epoch = -(-n // p.batch_size)
         if p.max_train_batches is not None:
             per_epoch = max(1, min(per_epoch, p.max_train_batches))
-        total = p.epochs * per_epoch
+        epochs = max(p.epochs, -(-(p.min_train_batches or 0) // per_epoch))
+        total = epochs * per_epoch
+        ctx.log(train_eps=eps_max, test_eps=test_eps, epochs=epochs, batches_per_epoch=per_epoch)
         start, length = round(p.sched_start * total), max(1, round(p.sched_length * total))
         opt, sched = make_optimizer(model, p, total)
 
@@ -221,7 +226,7 @@ class LiRPA(Defense):
         lc.sync_buffers(bounded, model, prefix=prefix)
 
         step = 0
-        for epoch in range(p.epochs):
+        for epoch in range(epochs):
             model.train()
             bounded.train()
             sums = {"loss": torch.zeros((), device=ctx.device), "reg": torch.zeros((), device=ctx.device),
@@ -229,7 +234,7 @@ class LiRPA(Defense):
             seen = robust_seen = 0
             eps_t = beta = 0.0
             bar = ctx.progress(ctx.batches(data.train_x, data.train_y, p.batch_size), total=per_epoch,
-                               desc=f"{self.name} epoch {epoch + 1}/{p.epochs}")
+                               desc=f"{self.name} epoch {epoch + 1}/{epochs}")
             for i, (x, y) in enumerate(bar):
                 if i >= per_epoch:
                     break

@@ -317,7 +317,8 @@ def test_unsupported_layer_is_not_certifiable(digits, auto_lirpa, name, layer):
 def test_lirpa_verifies_where_standard_training_does_not(robust, digits):
     model, ctx = robust
     standard, _ = _train("standard", digits)
-    assert ctx.history[0] == {"train_eps": pytest.approx(1.1 * EPS), "test_eps": EPS}
+    assert ctx.history[0] == {"train_eps": pytest.approx(1.1 * EPS), "test_eps": EPS, "epochs": 20,
+                              "batches_per_epoch": 8}
     train_eps = ctx.history[0]["train_eps"]
     ibp = _plugin("attack", "certified-ibp")
     x, y = digits.test_x, digits.test_y
@@ -404,3 +405,9 @@ def test_ibp_init_std():
     assert fc.weight.std().item() == pytest.approx(math.sqrt(2 * math.pi) / fc.in_features, rel=0.05)
     assert torch.equal(model[-1].weight, last)  # the classification layer keeps its initialisation
 
+
+
+def test_min_train_batches_gives_a_small_dataset_more_epochs(digits, auto_lirpa):
+    # uci-digits smoke: 512 images = 8 batches of 64 per epoch; at least 200 batches -> 25 epochs, not 20
+    _, ctx = _train("lirpa", digits, sets=("min_train_batches=200",))
+    assert ctx.history[0]["epochs"] == 25 and len(ctx.history) == 1 + 25

@@ -1,0 +1,202 @@
+"""Run a plan's model jobs in parallel worker processes on one machine (``bench run --jobs N``).
+
+A job is one (dataset, defense, seed) with its cells. Each worker is a fresh process (the 'spawn' context) that
+builds its own Registry and Runner on the same results folder and plans the same selection again, so jobs
+travel as indices and results as JSON-able rows: nothing but plain data crosses processes. Records and cached
+models land where the sequential runner puts them (atomic writes; a lock per cache key, so a teacher needed by
+two jobs is trained once). With CUDA, one worker per visible GPU, pinned with CUDA_VISIBLE_DEVICES.
+
+A job whose worker raises or dies has its unfinished cells recorded as failed; a replacement worker takes the
+remaining jobs. Rerunning completes only what is missing, as with the sequential runner.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import queue
+import sys
+import traceback
+from pathlib import Path
+
+from bench.errors import UsageError
+
+
+class WorkerDied(RuntimeError):
+    """A worker process exited (crash, os._exit, out of memory) while running a job."""
+
+
+def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = None) -> int:
+    """Run ``the_plan`` (planned from ``selection``) in ``jobs`` worker processes; the parent ``runner`` collects
+    the summary rows and counts failures, as ``Runner.execute`` does. ``extra``: the registry's extra entries.
+    Returns 0 when every cell succeeded, 1 when some failed."""
+    from bench.runner import Plan
+
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {jobs}")
+    profile = the_plan.profile
+    rows: dict[int, list] = {}
+    pending = []
+    for i, job in enumerate(the_plan.jobs):
+        if all(runner.done(job, c, profile) for c in job.cells):
+            runner.execute(Plan(profile, [job]))  # only reports "skipped" and reads the records
+            rows[i], runner.summary = runner.summary, []
+        else:
+            pending.append(i)
+
+    gpus = _visible_gpus() if runner.device.type == "cuda" else []
+    workers = min(jobs, len(pending), len(gpus) or jobs)
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    if "OMP_NUM_THREADS" in os.environ:  # an explicit cap wins
+        threads = min(threads, max(1, int(os.environ["OMP_NUM_THREADS"])))
+    spec = json.dumps({"selection": dataclasses.asdict(selection), "extra": extra or {},
+                       "results": str(runner.results), "device": runner.device.type, "force": runner.force,
+                       "threads": threads})
+    if pending:
+        where = f"GPUs {', '.join(gpus[:workers])}" if gpus else f"CPU, {threads} thread(s) each"
+        runner.say(f"{len(pending)} job(s) in {workers} worker process(es) ({where})")
+
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    pool: dict[int, _Worker] = {}
+    todo = list(pending)
+
+    def start(slot: int) -> None:
+        gpu = gpus[slot] if gpus else None
+        pool[slot] = _Worker(ctx, slot, spec, gpu, results)
+
+    def finish(slot: int, job_rows: list, failed: int) -> None:
+        rows[pool[slot].job] = job_rows
+        runner.failed += failed
+        pool[slot].job = None
+
+    def lost(slot: int, why: str) -> None:
+        job = the_plan.jobs[pool[slot].job]
+        runner.fail_unfinished(job, profile, WorkerDied(why), stage="worker")
+        rows[pool[slot].job], runner.summary = runner.summary, []
+        pool[slot].job = None
+
+    try:
+        for slot in range(workers):
+            start(slot)
+        while todo or any(w.job is not None for w in pool.values()):
+            for slot, w in pool.items():
+                if w.job is None and todo:
+                    if not w.process.is_alive():
+                        start(slot)
+                        w = pool[slot]
+                    w.send(todo.pop(0))
+            try:
+                kind, slot, payload = results.get(timeout=0.5)
+            except queue.Empty:
+                for slot, w in list(pool.items()):
+                    if w.job is not None and not w.process.is_alive():
+                        _drain(results, finish, lost)
+                        if pool[slot].job is not None:  # replaced when the next job is handed out
+                            lost(slot, f"worker process exited with code {w.process.exitcode} while running "
+                                       f"this job")
+                continue
+            _handle(kind, slot, payload, finish, lost)
+    finally:
+        for w in pool.values():
+            w.stop()
+    runner.summary = [row for i in sorted(rows) for row in rows[i]]
+    return 1 if runner.failed else 0
+
+
+def _handle(kind, slot, payload, finish, lost) -> None:
+    if kind == "done":
+        finish(slot, payload["rows"], payload["failed"])
+    else:  # "error": the job raised outside the runner's own per-cell handling; payload is the traceback
+        lost(slot, f"the job raised in its worker:\n{payload}")
+
+
+def _drain(results, finish, lost) -> None:
+    """Messages a worker sent just before it exited still count."""
+    while True:
+        try:
+            kind, slot, payload = results.get(timeout=0.2)
+        except queue.Empty:
+            return
+        _handle(kind, slot, payload, finish, lost)
+
+
+def _visible_gpus() -> list[str]:
+    import torch
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip()][:torch.cuda.device_count()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+class _Worker:
+    def __init__(self, ctx, slot: int, spec: str, gpu: str | None, results):
+        self.tasks = ctx.Queue()
+        self.job: int | None = None
+        self.process = ctx.Process(target=_work, args=(slot, spec, gpu, self.tasks, results),
+                                   name=f"bench-worker-{slot}", daemon=True)
+        self.process.start()
+
+    def send(self, job: int) -> None:
+        self.job = job
+        self.tasks.put(job)
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.tasks.put(None)
+            self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+
+
+class _Prefixed:
+    """The worker's log lines, each prefixed with its slot (workers share the terminal)."""
+
+    def __init__(self, prefix: str):
+        self.prefix, self.at_line_start = prefix, True
+
+    def write(self, text: str) -> None:
+        for part in text.splitlines(keepends=True):
+            sys.stdout.write((self.prefix if self.at_line_start else "") + part)
+            self.at_line_start = part.endswith("\n")
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+def _work(slot: int, spec_json: str, gpu: str | None, tasks, results) -> None:
+    """A worker process: run the jobs it is sent until it gets None. An exception fails the job, not the
+    worker; the parent notices a worker that dies."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before torch initialises CUDA
+    spec = json.loads(spec_json)
+    runner = the_plan = None
+    while (job := tasks.get()) is not None:
+        try:
+            if runner is None:
+                runner, the_plan = _setup(slot, spec)
+            from bench.runner import Plan
+
+            runner.summary, runner.failed = [], 0
+            runner.execute(Plan(the_plan.profile, [the_plan.jobs[job]]))
+            results.put(("done", slot, {"rows": runner.summary, "failed": runner.failed}))
+        except Exception:
+            results.put(("error", slot, traceback.format_exc()))
+
+
+def _setup(slot: int, spec: dict):
+    """The worker's own Registry and Runner, and the same plan as the parent's (planning is deterministic)."""
+    import torch
+
+    from bench.registry import Registry
+    from bench.runner import Runner, Selection, plan
+
+    torch.set_num_threads(spec["threads"])
+    registry = Registry(extra=spec["extra"])
+    selection = Selection(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["selection"].items()})
+    runner = Runner(registry, Path(spec["results"]), device=spec["device"], force=spec["force"],
+                    out=_Prefixed(f"[w{slot}] "))
+    return runner, plan(registry, selection)
