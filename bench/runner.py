@@ -248,9 +248,15 @@ class Runner:
 
     def model_of(self, name: str, overrides: dict, dataset: Dataset, seed: int, profile: str):
         """Another defense's model on the same data and seed (e.g. a teacher), trained first if missing."""
+        import torch
+
         cls = self.registry.load("defense", name)
         params = hparams.build_params(cls.Params, name, {**cls.profiles.get(profile, {}), **overrides})
-        return self.model(cls(params), dataset, seed, profile)
+        # The caller's global RNG stream must not depend on whether that model was in memory, cached or trained
+        # now (a resumed or parallel run would otherwise give different numbers).
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return self.model(cls(params), dataset, seed, profile)
 
     # ---- the grid -------------------------------------------------------------------------------------------
     def done(self, job: ModelJob, cell: Cell, profile: str) -> bool:

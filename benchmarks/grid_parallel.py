@@ -6,7 +6,10 @@ again on (2)'s folder (every cell finished: nothing to do), (4) sequential on (1
 records but keeping its model cache (every cell re-evaluated, no model trained). Trainings are counted from
 the runner's "training ..." lines. Records of (1) and (2) are compared (metrics and config ids).
 
-    python benchmarks/grid_parallel.py --suite smoke --jobs 2 --json grid_parallel.json
+    OMP_NUM_THREADS=1 python benchmarks/grid_parallel.py --suite smoke --jobs 2 --json grid_parallel.json
+
+Set OMP_NUM_THREADS=1 on a shared or busy machine: otherwise the sequential run uses every core's torch
+thread and suffers most from the other load, which flatters the parallel run.
 """
 from __future__ import annotations
 
@@ -56,16 +59,20 @@ def main() -> None:
                 f"jobs {args.jobs}, all finished": bench_run(par_dir, args.suite, args.jobs)}
         shutil.rmtree(seq_dir / "records")
         runs["sequential, models cached"] = bench_run(seq_dir, args.suite, 1)
-        same = comparable(seq_dir) == comparable(par_dir)
-        cells = len(comparable(seq_dir))
+        seq, par = comparable(seq_dir), comparable(par_dir)
+        differing = sorted(k for k in seq.keys() | par.keys() if seq.get(k) != par.get(k))
+        cells = len(seq)
 
     base = runs["sequential"]["wall_s"]
-    print(f"grid: suite {args.suite}, {cells} cells, {os.cpu_count()} CPU cores; records identical: {same}")
+    print(f"grid: suite {args.suite}, {cells} cells, {os.cpu_count()} CPU cores; records identical: {not differing}")
+    for path in differing:
+        print(f"  differs: {path}")
     print(f"{'run':<28} {'wall s':>8} {'speed-up':>9} {'trainings':>10}")
     for name, r in runs.items():
         print(f"{name:<28} {r['wall_s']:>8.1f} {base / r['wall_s']:>8.2f}x {r['trainings']:>10}")
     report = {"suite": args.suite, "jobs": args.jobs, "cells": cells, "cpu_count": os.cpu_count(),
-              "records_identical": same, "runs": runs,
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+              "records_identical": not differing, "differing_records": differing, "runs": runs,
               "speedup_jobs": round(base / runs[f"jobs {args.jobs}"]["wall_s"], 3)}
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}")

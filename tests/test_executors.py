@@ -78,3 +78,8 @@ def test_a_dying_worker_fails_its_job_and_the_others_finish(tmp_path, capfd):
     assert run_parallel(runner, sel, plan(registry, sel), jobs=2, extra=extra) == 1
     out = capfd.readouterr().out
     assert "1 job(s) in 1 worker process(es)" in out and out.count("(skipped)") == 2
+
+
+def test_jobs_below_one_is_a_usage_error(cli, tmp_path):
+    code, _, err = cli("--results", tmp_path, "run", "--suite", "smoke", "--jobs", "0")
+    assert code == 2 and "--jobs must be at least 1" in err and not tmp_path.joinpath("records").exists()
