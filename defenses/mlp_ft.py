@@ -17,16 +17,12 @@ from dataclasses import dataclass
 
 from bench.plugins import DataSpec, Defense, Splits
 from bench.text import TEXT_TRACK
-from bench.text.training import TextTrainParams, fine_tune
+from bench.text.training import PROFILES, TextTrainParams, fine_tune
 
 
 @dataclass(frozen=True)
 class Params(TextTrainParams):
     dropout: float = 0.1
-
-
-PROFILES = {"smoke": {"epochs": 1, "batch_size": 16, "max_length": 48, "lr": 1e-4},
-            "full": {"epochs": 5, "lr": 2e-5}}
 
 
 class MLPFT(Defense):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from bench.errors import UsageError
 from bench.plugins import DataSpec, Defense, Splits
 from bench.text import TEXT_TRACK
-from bench.text.training import TextTrainParams, fine_tune
+from bench.text.training import PROFILES, TextTrainParams, fine_tune
 
 TEMPLATES = {
     "rotten-tomatoes": ("Sentiment of the statement is [MASK] .", "[SEP] [MASK]",
@@ -43,10 +43,6 @@ VERBALIZERS = {
 class Params(TextTrainParams):
     templates: tuple[str, ...] = ()  # empty: the dataset's default (TEMPLATES)
     verbalizer: tuple[tuple[str, ...], ...] = ()  # label words per class; empty: the dataset's default
-
-
-PROFILES = {"smoke": {"epochs": 1, "batch_size": 16, "max_length": 48, "lr": 1e-4},
-            "full": {"epochs": 5, "lr": 2e-5}}
 
 
 class MVP(Defense):
