@@ -12,6 +12,8 @@ python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q --no-ind
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .
 export PYTHONPATH=/tmp/site BENCH_DATA="$PWD/.data" BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+# SETUP_ONLY=1: install and stop (for callers that run several `bench run` lanes side by side on one GPU).
+[ -z "${SETUP_ONLY:-}" ] || exit 0
 [ -n "${SKIP_BENCH:-}" ] || python3 benchmarks/pgd_throughput.py --device cuda --repeats 11 --json "$OUT/pgd_gpu.json" || true
 # SUITES: the suites to run in order (default: the image grid); BENCH_TIMEOUT bounds them all together.
 end=$(( $(date +%s) + ${BENCH_TIMEOUT:-480} ))
