@@ -210,3 +210,21 @@ def test_embedding_pgd_stays_in_the_ball_and_raises_the_loss(tiny_backbone, tiny
     assert (delta.flatten(1).norm(dim=1) <= 0.5 + 1e-5).all() and (delta[batch.mask == 0] == 0).all()
     with torch.no_grad():
         assert F.cross_entropy(model.logits_from(batch, emb + delta), y) > F.cross_entropy(model.logits_from(batch, emb), y)
+
+
+def test_text_table_flags_a_near_constant_classifier():
+    from bench.tables.text import tables
+    from bench.text.attack import summary
+
+    def record(defense, outputs):
+        rows = [{"result_type": "Failed", "original_output": o, "num_queries": 3, "words_changed": 0,
+                 "num_words": 5} for o in outputs]
+        return {"defense": {"name": defense}, "attack": {"name": "pwws"}, "dataset": {"name": "toy"},
+                "profile": "quick", "seed": 0, "key": defense, "status": "ok", "git_commit": "x", "hardware": {"device": "cpu"},
+                "created": "2026-01-01T00:00:00+00:00", "metrics": summary(rows, "pwws()", 100)}
+
+    constant, balanced = record("mvp-adv", [1] * 19 + [0]), record("mvp", [0, 1] * 10)
+    assert [m["value"] for m in constant["metrics"] if m["name"] == "majority_prediction_rate"] == [0.95]
+    table = tables([constant, balanced])["toy.md"]
+    assert "| mvp-adv † |" in table and "| mvp |" in table and "near-constant" in table
+    assert "near-constant" not in tables([balanced])["toy.md"]

@@ -13,6 +13,9 @@ from bench.tables.common import GENERATED, by_dataset, dedupe, fmt, md_row, prov
 PROFILE_ORDER = ("full", "quick", "smoke")
 DEFENSE_ORDER = ("mlp-ft", "mlp-ft-adv", "mvp", "mvp-adv")
 ATTACK_ORDER = ("pwws", "textfooler", "bert-attack", "textbugger")
+# A defense whose clean predictions mostly go to one class has little to flip: its accuracy under attack says
+# nothing about robustness, so its row is flagged.
+DEGENERATE = 0.9
 DETAILS = (("attack_success_rate", "ASR", True), ("words_perturbed", "words %", True),
            ("queries", "queries", False))
 
@@ -48,12 +51,17 @@ def _section(profile: str, records: list[dict]) -> list[str]:
              "ASR: attack success rate (%) over clean-correct examples; words %: words changed in successful "
              "attacks; queries: mean model queries per attacked example.", "",
              md_row(head), md_row(["---"] + ["---:"] * (len(head) - 1))]
+    degenerate = sorted({r["defense"]["name"] for r in records
+                         if (_metric(r, "majority_prediction_rate") or 0.0) >= DEGENERATE})
     for d in defenses:
-        row = [d, fmt(list(clean[d].values()))]
+        row = [d + (" †" if d in degenerate else ""), fmt(list(clean[d].values()))]
         row += [fmt(cells.get((d, a, "acc_under_attack"), [])) for a in attacks]
         for name, _, percent in DETAILS:
             row += [fmt(cells.get((d, a, name), []), percent=percent) for a in attacks]
         lines.append(md_row(row))
+    if degenerate:
+        lines += ["", f"† near-constant classifier: at least {DEGENERATE:.0%} of its clean predictions go to one "
+                      "class, so its accuracy under attack is not evidence of robustness."]
     return lines + ["", provenance(records), ""]
 
 

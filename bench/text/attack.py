@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -131,6 +132,10 @@ def summary(rows: list[dict], definition: str, max_queries: int) -> list[dict]:
          "definition": f"clean accuracy on the {n} examples given to {d}"},
         {"name": "acc_under_attack", "value": (len(attacked) - len(success)) / n, "n": n,
          "definition": f"fraction classified correctly and not broken by {d} (constraint-checked)"},
+        # A near-constant classifier looks "robust" (nothing to flip): the table flags it with this.
+        {"name": "majority_prediction_rate", "n": n,
+         "value": max(Counter(r["original_output"] for r in rows).values()) / n,
+         "definition": "share of the clean predictions that go to the most predicted class"},
     ]
     if attacked:
         out += [

