@@ -45,8 +45,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a hyperparameter, [plugin.]field=JSON (repeatable)")
     run.add_argument("--data-root", help="dataset files in torchvision's layout")
     run.add_argument("--force", action="store_true", help="retrain and re-evaluate even if cached/finished")
-    run.add_argument("--executor", choices=("local",), default="local",
-                     help="where jobs run: local processes (default)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="where jobs run: local processes (default), or Ray tasks (pip install 'bench[ray]'): "
+                          "a local Ray instance, or the cluster at --address")
+    run.add_argument("--address", metavar="ADDR",
+                     help="with --executor ray: the Ray cluster to use (e.g. 'auto', or HOST:6379 of `ray start "
+                          "--head`); results folder and data must be on every node at the same path")
     run.add_argument("--jobs", type=int, default=1, metavar="N",
                      help="model jobs (defense x dataset x seed) in N parallel worker processes; with CUDA at "
                           "most one per visible GPU (default 1: sequential, in this process)")
@@ -117,10 +121,24 @@ def cmd_run(args, registry) -> int:
                           data_root=args.data_root)
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
-    the_plan = plan(registry, selection)  # every check happens here, before any compute or write
-    runner = Runner(registry, args.results, device=args.device, force=args.force)
-    try:
+    if args.address and args.executor != "ray":
+        raise UsageError("--address needs --executor ray")
+    if args.executor == "ray":
         if args.jobs > 1:
+            raise UsageError("--jobs is for --executor local; Ray runs as many tasks as the cluster has resources")
+        from bench.executors_ray import require_ray
+
+        require_ray()
+    the_plan = plan(registry, selection)  # every check happens here, before any compute or write
+    # With Ray the driver only reads and writes records: the device is the workers' business.
+    runner = Runner(registry, args.results, device="cpu" if args.executor == "ray" else args.device,
+                    force=args.force)
+    try:
+        if args.executor == "ray":
+            from bench.executors_ray import run_ray
+
+            code = run_ray(runner, selection, the_plan, address=args.address, device=args.device)
+        elif args.jobs > 1:
             from bench.executors import run_parallel
 
             code = run_parallel(runner, selection, the_plan, args.jobs)

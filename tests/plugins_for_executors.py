@@ -1,9 +1,15 @@
-"""A defense whose worker process dies mid-training, for the parallel executor's tests (kept out of
-plugins_for_tests.EXTRA, whose plugins the contract tests run in the test process itself)."""
+"""Defenses that fail in training, for the executors' tests (kept out of plugins_for_tests.EXTRA, whose plugins
+the contract tests run in the test process itself)."""
 import multiprocessing
 import os
+import sys
 
 from bench.plugins import Defense
+
+
+def _in_ray_task() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None
 
 
 class DiesInTraining(Defense):
@@ -15,9 +21,15 @@ class DiesInTraining(Defense):
         return build_model("cnn-small", spec.input_shape, spec.num_classes)
 
     def fit(self, model, data, ctx):
-        if multiprocessing.parent_process() is None:  # never take the test process down
+        if multiprocessing.parent_process() is None and not _in_ray_task():  # never take the test process down
             raise RuntimeError("DiesInTraining only dies in a worker process")
         os._exit(3)  # as a segfault or the OOM killer would: no exception, no cleanup
 
 
-EXTRA = {"defense": {"dies": "plugins_for_executors:DiesInTraining"}}
+class RaisesInTraining(DiesInTraining):
+    def fit(self, model, data, ctx):
+        raise ValueError("boom: this defense cannot train")
+
+
+EXTRA = {"defense": {"dies": "plugins_for_executors:DiesInTraining",
+                     "raises": "plugins_for_executors:RaisesInTraining"}}
