@@ -282,7 +282,8 @@ class Runner:
             self.say(f"{label}: {len(pending)} of {len(job.cells)} cells to run")
             try:
                 model, meta = self.model(job.defense, job.dataset, job.seed, plan.profile)
-                clean = self._clean(model, job.dataset)
+                # Clean accuracy only for classifiers (a text-to-image model has no test-set predictions).
+                clean = self._clean(model, job.dataset) if job.defense.produces == "classifier" else (None, 0.0)
             except Exception as exc:
                 for cell in pending:
                     self._fail(job, cell, plan.profile, exc, stage="training")
@@ -368,7 +369,8 @@ class Runner:
                           model_of=lambda name, **o: self.model_of(name, o, job.dataset, job.seed, profile)[0],
                           artifacts=self.artifacts / "eval" / cell.key[:16])
         start = time.perf_counter()
-        metrics = [{"name": "clean_acc", "value": float(clean_correct.float().mean()), "n": len(clean_correct)}]
+        metrics = [] if clean_correct is None else [
+            {"name": "clean_acc", "value": float(clean_correct.float().mean()), "n": len(clean_correct)}]
         for m in cell.attack.evaluate(model, data, ctx):
             missing = {"name", "value", "n", "definition"} - set(m)
             if missing:

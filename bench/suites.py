@@ -22,6 +22,12 @@ DOMAIN_ATTACKS = ("domain-accuracy",)
 DOMAIN_GPU_ATTACKS = ("domain-accuracy", "pgd-linf")
 DOMAIN_DATASETS = ("digits-dg", "fashion-dg")
 
+# `none` first: the erasure methods start from its (cached) model, so their times measure the erasure alone.
+ERASURE_DEFENSES = ("none", "esd", "advunlearn", "advunlearn-fast")
+ERASURE_EVALUATORS = ("concept-prompts", "unlearndiffatk", "soft-prompt", "erasure-utility")
+# Concepts the quick base model draws recognisably (16x16: the judge finds few of its sneakers; see README).
+ERASURE_DATASETS = ("fashion-erase-bag", "fashion-erase-trouser")
+
 TEXT_DEFENSES = ("mlp-ft", "mlp-ft-adv", "mvp", "mvp-adv")
 TEXT_ATTACKS = ("pwws", "textfooler", "bert-attack", "textbugger")
 
@@ -60,4 +66,11 @@ SUITES: dict[str, dict] = {
                      "seeds": (0, 1, 2), "profile": "quick"},
     "domain-full": {"defenses": DOMAIN_DEFENSES, "attacks": DOMAIN_GPU_ATTACKS, "datasets": DOMAIN_DATASETS,
                     "seeds": (0, 1), "profile": "full"},
+    # Concept erasure (issue 8): ESD and AdvUnlearn on a small text-to-image model, under prompt attacks.
+    "erasure-quick": {"defenses": ERASURE_DEFENSES, "attacks": ERASURE_EVALUATORS, "datasets": ERASURE_DATASETS,
+                      "seeds": (0,), "profile": "quick"},
+    "erasure-full": {"defenses": ERASURE_DEFENSES, "attacks": ERASURE_EVALUATORS, "datasets": ERASURE_DATASETS,
+                     "seeds": (0,), "profile": "full"},
+    "erasure-smoke": {"defenses": ERASURE_DEFENSES, "attacks": ERASURE_EVALUATORS,
+                      "datasets": ("fashion-erase-sneaker",), "seeds": (0,), "profile": "smoke"},
 }

@@ -26,6 +26,8 @@ def _skip_text(kind, name):
     """Text plugins take strings, not tensors: their contract (same properties) is in tests/test_text.py."""
     if REGISTRY.load(kind, name).modality == "text":
         pytest.skip("text plugin: contract in tests/test_text.py")
+    if REGISTRY.load(kind, name).modality == "text-to-image":  # prompts in, images out
+        pytest.skip("text-to-image plugin: contract in tests/test_concept_erasure.py")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ TRACK_TABLES: dict[str, str] = {
     "domain-shift": "bench.tables.domain_shift",
     "unlearning": "bench.tables.unlearning",
     "text-robustness": "bench.tables.text",
+    "concept-erasure": "bench.tables.concept_erasure",
 }
 
 

@@ -1,0 +1,235 @@
+"""The concept-erasure track on the smoke profile: the grid through the runner, the methods' effect on their
+objectives, determinism, the statistics, the soft-prompt attack, and the local Stable Diffusion folder path."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.diffusion.erasure import Pool, denoise_loss, encode_prefixed, random_token_embeddings, trajectory_pool
+from bench.diffusion.evaluation import frechet_distance, optimise_prefix, wilson
+from bench.diffusion.model import TextToImage
+from bench.hparams import resolve
+from bench.registry import Registry
+
+REGISTRY = Registry()
+
+
+def smoke(kind, name):
+    cls = REGISTRY.load(kind, name)
+    return cls(resolve({name: cls}, "smoke", [])[name])
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A private $BENCH_DATA, so the smoke base model is trained here (seconds), not taken from elsewhere."""
+    root = tmp_path_factory.mktemp("bench-data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCH_DATA", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def data(data_root):
+    dataset = smoke("dataset", "fashion-erase-sneaker")
+    try:
+        dataset.check()
+    except Exception as exc:  # DataMissing: the Debian package is absent
+        pytest.skip(str(exc))
+    return dataset.load()
+
+
+@pytest.fixture(scope="module")
+def grid(data, data_root, tmp_path_factory):
+    """none and advunlearn with every evaluator, through the CLI and the runner."""
+    from bench.cli import main
+
+    results = tmp_path_factory.mktemp("results")
+    code = main(["--results", str(results), "run", "--defense", "none", "advunlearn", "--attack", "concept-prompts",
+                 "unlearndiffatk", "soft-prompt", "erasure-utility", "--dataset", "fashion-erase-sneaker",
+                 "--profile", "smoke"])
+    records = [json.loads(p.read_text()) for p in sorted((results / "records").rglob("*.json"))]
+    return code, results, records
+
+
+def _train_ctx(orig, seed=0):
+    from bench.context import TrainContext
+
+    return TrainContext(device=torch.device("cpu"), seed=seed, generator=torch.Generator().manual_seed(seed),
+                        artifacts=None, model_of=lambda name, **kw: orig)
+
+
+@pytest.fixture(scope="module")
+def base(data):
+    """The smoke base model, trained (once) the way the ``none`` defense does."""
+    none = smoke("defense", "none")
+    torch.manual_seed(0)
+    model = none.build(data.spec)
+    none.fit(model, data, _train_ctx(None))
+    return model.eval().requires_grad_(False)
+
+
+def _fit(name, base, data, seed=0):
+    defense = smoke("defense", name)
+    torch.manual_seed(seed)
+    model = defense.build(data.spec)
+    defense.fit(model, data, _train_ctx(base, seed))
+    return model
+
+
+def test_grid_runs_end_to_end(grid):
+    code, results, records = grid
+    assert code == 0
+    assert len(records) == 8 and all(r["status"] == "ok" for r in records)
+    for r in records:
+        assert r["track"] == "concept-erasure"
+        assert not any(m["name"] == "clean_acc" for m in r["metrics"]), "a text-to-image model has no clean acc"
+        for m in r["metrics"]:
+            if "ci_low" in m:
+                assert m["ci_low"] <= m["value"] <= m["ci_high"]
+        if r["attack"]["name"] in ("unlearndiffatk", "soft-prompt"):
+            by = {(m["name"], m.get("split")): m["value"] for m in r["metrics"]}
+            assert by[("asr", None)] >= max(by[("pre_asr", "attacked-set")], by[("asr", "attacked-only")])
+        if r["attack"]["name"] == "concept-prompts":
+            assert {m["name"] for m in r["metrics"]} == {"pre_asr", "judge_acc"}
+            assert list(Path(r["artifacts"]).glob("*.png")), "the before/after grid is saved"
+    from bench.cli import main
+
+    assert main(["--results", str(results), "leaderboard"]) == 0
+    table = (results / "concept-erasure" / "fashion-erase-sneaker.md").read_text()
+    assert "| none |" in table and "| advunlearn |" in table and "ASR unlearndiffatk" in table
+
+
+def test_esd_lowers_its_unlearning_loss_and_keeps_the_text_encoder(base, data):
+    p = smoke("defense", "esd").params
+    erased = _fit("esd", base, data)
+    held_out = trajectory_pool(base, data.extras["erase_prompts"][:4], 1, p.ddim_steps, p.guidance, seed=7, eta=1.0)
+    cond = base.encode([data.extras["erase_prompts"][int(i)] for i in held_out.prompt])
+    with torch.no_grad():
+        before = denoise_loss(base, held_out.x, held_out.t, cond, held_out.target)
+        after = denoise_loss(erased, held_out.x, held_out.t, cond, held_out.target)
+    assert after < 0.8 * before
+    for a, b in zip(base.text_encoder.parameters(), erased.text_encoder.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_advunlearn_lowers_its_unlearning_loss_and_trains_only_encoder_layers(base, data):
+    p = smoke("defense", "advunlearn").params
+    erased = _fit("advunlearn", base, data)
+    held_out = trajectory_pool(base, data.extras["erase_prompts"][:4], 1, p.ddim_steps, p.guidance, seed=7, eta=1.0)
+    prompts = [data.extras["erase_prompts"][int(i)] for i in held_out.prompt]
+    with torch.no_grad():
+        before = denoise_loss(base, held_out.x, held_out.t, base.encode(prompts), held_out.target)
+        after = denoise_loss(erased, held_out.x, held_out.t, erased.encode(prompts), held_out.target)
+    assert after < before
+    assert all(torch.equal(a, b) for a, b in zip(base.unet.parameters(), erased.unet.parameters()))
+    assert torch.equal(base.word_embeddings().weight, erased.word_embeddings().weight)
+    changed = [n for (n, a), b in zip(base.text_encoder.named_parameters(), erased.text_encoder.parameters())
+               if not torch.equal(a, b)]
+    assert changed and all(n.startswith("encoder.") for n in changed)
+
+
+def test_same_seed_same_erased_model(base, data):
+    a, b = _fit("esd", base, data), _fit("esd", base, data)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_same_seed_same_generations(base):
+    one = base.generate(["a bag", "a sneaker"], [3, 4], steps=4)
+    two = base.generate(["a sneaker"], [4], steps=4)
+    assert torch.allclose(one[1:], two, atol=1e-4), "an image depends on its prompt and seed only"
+    assert torch.equal(one, base.generate(["a bag", "a sneaker"], [3, 4], steps=4))
+    assert not torch.equal(one[0], base.generate(["a bag"], [5], steps=4)[0])
+
+
+def test_soft_prompt_attack_lowers_its_loss(base):
+    gen = torch.Generator().manual_seed(0)
+    prompts = ["a photo of a sneaker"] * 4
+    x_ref = base.generate(["a photo of a bag"] * 4, [0, 1, 2, 3], steps=4)  # a target the prompt does not give
+    prefix = random_token_embeddings(base, 4, 3, gen).requires_grad_(True)
+    x0 = base.to_latents(x_ref)
+    fixed = torch.Generator().manual_seed(1)
+    noise, t = torch.randn(x0.shape, generator=fixed), torch.randint(1000, (len(x0),), generator=fixed)
+
+    def fixed_loss():
+        with torch.no_grad():
+            return denoise_loss(base, base.add_noise(x0, noise, t), t, encode_prefixed(base, prompts, prefix), noise)
+
+    before = fixed_loss()
+    losses = optimise_prefix(base, prompts, x_ref, lambda: prefix, [prefix], steps=30, lr=0.02, gen=gen)
+    assert len(losses) == 30 and fixed_loss() < before
+
+
+def test_wilson_interval():
+    low, high = wilson(0, 10)
+    assert low == 0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson(5, 10)
+    assert (low, high) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    low, high = wilson(81, 263)  # Wilson (1927) / Newcombe (1998) example: 0.2553-0.3662 for 81/263
+    assert (low, high) == (pytest.approx(0.2553, abs=1e-4), pytest.approx(0.3662, abs=1e-4))
+    assert wilson(10, 10)[1] == pytest.approx(1.0) and wilson(10, 10)[0] == pytest.approx(0.7225, abs=1e-4)
+
+
+def test_frechet_distance():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 3, generator=g)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    shifted = a + torch.tensor([1.0, 2.0, 0.0])
+    assert frechet_distance(a, shifted) == pytest.approx(5.0, abs=1e-6)  # equal covariances: ||mu_a - mu_b||^2
+    scaled = torch.randn(4000, 3, generator=g) * 2  # N(0, I) vs N(0, 4I): 3 (1 + 4 - 2 * 2) = 3
+    assert frechet_distance(torch.randn(4000, 3, generator=g), scaled) == pytest.approx(3.0, rel=0.15)
+
+
+def test_pool_targets_are_the_esd_target(base):
+    pool = trajectory_pool(base, ["a bag"], 1, 3, 2.0, seed=0, eta=1.0)
+    assert isinstance(pool, Pool) and len(pool.t) == 3
+    x, t = pool.x[:1], pool.t[:1]
+    with torch.no_grad():
+        e_c, e_0 = base.noise_pred(x, t, base.encode(["a bag"])), base.noise_pred(x, t, base.encode([""]))
+    assert torch.allclose(pool.target[:1], e_0 - (e_c - e_0), atol=1e-5)
+
+
+def _tiny_pipeline(folder: Path) -> Path:
+    """A randomly initialised Stable Diffusion pipeline (CLIP text encoder and tokenizer, VAE, UNet), saved."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab[ch], vocab[ch + "</w>"] = len(vocab), len(vocab) + 1
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    torch.manual_seed(0)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16,
+                                        bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                layers_per_block=1, norm_num_groups=8, cross_attention_dim=32, attention_head_dim=8,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(16,), latent_channels=4,
+                        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",),
+                        up_block_types=("UpDecoderBlock2D",), sample_size=8)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                                   scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(str(folder / "sd"))
+    return folder / "sd"
+
+
+def test_local_stable_diffusion_folder(tmp_path):
+    from bench.errors import UsageError
+
+    folder = _tiny_pipeline(tmp_path)
+    model = TextToImage.build(str(folder))
+    images = model.generate(["a bag", "a shoe"], [0, 1], steps=3)
+    assert images.shape == (2, 3, 8, 8) and 0 <= images.min() and images.max() <= 1
+    assert torch.equal(images, model.generate(["a bag", "a shoe"], [0, 1], steps=3))
+    prefix = random_token_embeddings(model, 1, 2, torch.Generator().manual_seed(0))
+    cond = encode_prefixed(model, ["a bag"], prefix)  # the prompt attacks' path works on CLIP too
+    assert cond.states.shape[:2] == (1, model.tokenize(["a bag"])[0].shape[1] + 2)
+    latents = model.to_latents(torch.rand(1, 1, 8, 8))  # grey images go through the VAE as RGB
+    assert latents.shape == (1, 4, 8, 8)
+    with pytest.raises(UsageError):
+        TextToImage.build(str(tmp_path / "missing"))
