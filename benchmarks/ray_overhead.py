@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from grid_parallel import comparable  # a sibling script: benchmarks/ is on sys.path when run as a script
+
 STARTUP = ("import logging, ray; ray.init(address='local', include_dashboard=False, logging_level=logging.WARNING); "
            "ray.shutdown()")
 
@@ -69,14 +71,6 @@ def running_head(port: int):
         current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
         if current.exists() and current.read_text().strip().endswith(f":{port}"):
             current.unlink()
-
-
-def comparable(results: Path) -> dict:
-    out = {}
-    for path in sorted((results / "records").rglob("*.json")):
-        r = json.loads(path.read_text())
-        out[str(path.relative_to(results))] = [r["config_id"], r["status"], r["metrics"]]
-    return out
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.registry import Registry
 from bench.runner import Runner, Selection, plan
+from test_executors import registry_with
 
 # Not run on the tested model: what differs between two runs of the same grid.
 VARYING = ("timings", "hardware", "created", "git_commit")
@@ -25,14 +25,6 @@ def ray_cluster():
                                        "BENCH_PROGRESS": "0"}})
     yield ray
     ray.shutdown()
-
-
-def registry_with(*extras):
-    merged = {}
-    for extra in extras:
-        for kind, items in extra.items():
-            merged.setdefault(kind, {}).update(items)
-    return merged, Registry(extra=merged)
 
 
 def records(results):
