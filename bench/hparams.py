@@ -75,6 +75,10 @@ def build_params(cls: type, plugin: str, overrides: dict[str, Any]) -> Any:
         if key not in names:
             raise UsageError(f"{plugin} has no hyperparameter {key!r} (it has: {', '.join(sorted(names)) or 'none'})")
         values[key] = _check_type(value, hints[key], f"{plugin}.{key}")
+        if isinstance(values[key], (int, float)) and not isinstance(values[key], bool) and values[key] < 0:
+            # Every hyperparameter of the suite is a count, size, rate, weight or budget: a negative one would
+            # silently train or attack nothing.
+            raise UsageError(f"{plugin}.{key}: {value!r} is negative")
     return cls(**values)
 
 

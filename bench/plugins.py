@@ -118,6 +118,10 @@ class Defense(Plugin):
     def capabilities(cls) -> dict[str, Any]:
         return {**super().capabilities(), "produces": cls.produces, "also_tracks": cls.also_tracks}
 
+    def check(self) -> None:
+        """Cheap check of the hyperparameters' outside references (a weights folder, say), before any compute;
+        raise ``bench.errors.UsageError`` with one clear line."""
+
     @abstractmethod
     def build(self, spec: DataSpec) -> "nn.Module":
         """A freshly initialised model (the runner loads cached weights into it or calls ``fit``)."""

@@ -133,6 +133,8 @@ def plan(registry, sel: Selection) -> Plan:
     dataset_objs = {n: c(params[n]) for n, c in datasets.items()}
     for ds in dataset_objs.values():
         ds.check()
+    for name, cls in defenses.items():
+        cls(params[name]).check()
 
     jobs = []
     for ds_name, ds in dataset_objs.items():

@@ -33,6 +33,9 @@ class ErasureDefense(Defense):
     Params: ClassVar[type] = ModelParams
     profiles = MODEL_PROFILES
 
+    def check(self) -> None:
+        TextToImage.check_source(self.params.model)
+
     def build(self, spec):
         return TextToImage.build(self.params.model)
 

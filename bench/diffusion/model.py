@@ -123,13 +123,19 @@ class TextToImage(nn.Module):
         from diffusers import DDPMScheduler, StableDiffusionPipeline
 
         folder = Path(folder).expanduser()
-        if not (folder / "model_index.json").is_file():
-            raise UsageError(f"{folder}: not a diffusers pipeline folder (no model_index.json)")
+        cls.check_source(str(folder))
         pipe = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None,
                                                        requires_safety_checker=False, local_files_only=True)
         sched = DDPMScheduler.from_config(pipe.scheduler.config)
         return cls(pipe.unet, pipe.text_encoder.eval(), pipe.tokenizer, sched, vae=pipe.vae.eval(),
                    max_length=pipe.tokenizer.model_max_length, pooled=False)
+
+    @staticmethod
+    def check_source(model: str) -> None:
+        """A preset name, or a folder holding a diffusers pipeline; anything else is a usage error."""
+        if model not in PRESETS and not (Path(model).expanduser() / "model_index.json").is_file():
+            raise UsageError(f"model {model!r}: neither a preset ({', '.join(PRESETS)}) nor a diffusers pipeline "
+                             "folder (no model_index.json)")
 
     @classmethod
     def build(cls, model: str) -> "TextToImage":
