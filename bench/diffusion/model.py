@@ -35,8 +35,8 @@ class Preset:
 PRESETS = {
     "smoke": Preset(size=8, channels=(16, 32)),
     "quick": Preset(size=16, channels=(16, 32, 64)),  # 1.3M parameters, ~0.7 s per step of 64 on one core
-    # GPU: as few kernels as the 2M-parameter feasibility model (small UNets are launch-bound), wider channels.
-    "full": Preset(size=28, channels=(64, 128, 128), head_dim=32),
+    # GPU: Fashion-MNIST's own 28x28; 4.3M parameters (8.6 MB in float16: the weights can travel and ship).
+    "full": Preset(size=28, channels=(48, 96, 96), head_dim=32),
 }
 
 
