@@ -2,10 +2,11 @@
 # The concept-erasure track's full profile on a GPU host with no network (as run for the committed leaderboard):
 # unpack the kit of scripts/erasure_gpu_kit.py (carried in .data/gpu_erasure), train the base text-to-image model
 # unless its weights are shipped, then one `bench run` lane per concept side by side on the GPU.
-# Usage: OUT=<folder> [TRAIN_TIMEOUT=s] [LANE_TIMEOUT=s] [PROFILE=full] [DEVICE=cuda] scripts/gpu_erasure.sh \
+# Usage: OUT=<folder> [BUDGET=s] [PROFILE=full] [DEVICE=cuda] scripts/gpu_erasure.sh \
 #            fashion-erase-bag fashion-erase-trouser ...
 set -uo pipefail
 cd "$(dirname "$0")/.."
+end=$(( $(date +%s) + ${BUDGET:-570} ))  # everything, the results' packing included, ends by then
 profile=${PROFILE:-full} device=${DEVICE:-cuda} kit=.data/gpu_erasure site=${SITE:-/tmp/site}
 mkdir -p "$site" /tmp/minilm
 tar xJf $kit/diffusers.tar.xz -C "$site" && tar xJf $kit/minilm.tar.xz -C /tmp/minilm && tar xJf $kit/fashion.tar.xz -C .data || exit 1
@@ -14,14 +15,14 @@ export PYTHONPATH="$site" BENCH_DATA="$PWD/.data" BENCH_MINILM=/tmp/minilm BENCH
 [ "$device" = cpu ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # The base model: the shipped float16 weights when their recipe matches, else trained here; either way the
 # lanes use the float16 file that ships (written into the installed package before they start).
-shipped="$site/bench/diffusion/weights/$profile.safetensors"
-timeout "${TRAIN_TIMEOUT:-360}" python3 -m bench.diffusion.train --profile "$profile" --device "$device" --half \
+shipped="$site/bench/diffusion/weights/$profile.safetensors"; mkdir -p "$(dirname "$shipped")"
+timeout $(( end - $(date +%s) - 60 )) python3 -m bench.diffusion.train --profile "$profile" --device "$device" --half \
     --out "$OUT/$profile.safetensors" 2>&1 | grep -v '^\s*$' | tail -n 15
 cp "$OUT/$profile.safetensors" "$shipped" || { echo "no base model"; exit 1; }
 i=0
 for dataset in "$@"; do
   i=$((i + 1))
-  ( start=$(date +%s); timeout "${LANE_TIMEOUT:-420}" python3 -m bench.cli --results leaderboards run \
+  ( start=$(date +%s); timeout $(( end - start - 15 )) python3 -m bench.cli --results leaderboards run \
         --suite "erasure-$profile" --dataset "$dataset" --device "$device"
     echo "lane $i exit $? after $(( $(date +%s) - start )) s: $dataset" ) > "$OUT/lane$i.log" 2>&1 &
 done
