@@ -70,14 +70,14 @@ def trajectory_pool(orig: TextToImage, prompts: list[str], per_prompt: int, step
     keep every intermediate x_t. Targets: with ``eta`` the ESD target
     eps*(x_t, "") - eta (eps*(x_t, c) - eps*(x_t, "")); without, eps*(x_t, c) (the retain target)."""
     cond = orig.encode(prompts)
-    which = torch.arange(len(prompts)).repeat_interleave(per_prompt)
+    which = torch.arange(len(prompts), device=cond.states.device).repeat_interleave(per_prompt)
     seeds = [seed * 100003 + i for i in range(len(which))]
-    path = orig.sample(cond[which.to(cond.states.device)], seeds, steps, guidance, keep=True)
+    path = orig.sample(cond[which], seeds, steps, guidance, keep=True)
     xs, ts, ps, targets = [], [], [], []
     empty = orig.encode([""])
     for t, x in path:
         tt = torch.full((len(x),), t, device=x.device)
-        c = cond[which.to(x.device)]
+        c = cond[which]
         eps_c = orig.noise_pred(x, tt, c)
         if eta is None:
             target = eps_c

@@ -70,7 +70,8 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     vals, vecs = torch.linalg.eigh(s_a)
     root_a = vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
     cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp_min(0).sqrt().sum()
-    return float((mu_a - mu_b).pow(2).sum() + torch.trace(s_a) + torch.trace(s_b) - 2 * cross)
+    # Non-negative in exact arithmetic; clamp the rounding of two nearly equal sets (about -1e-9).
+    return max(0.0, float((mu_a - mu_b).pow(2).sum() + torch.trace(s_a) + torch.trace(s_b) - 2 * cross))
 
 
 # ---- the judge ------------------------------------------------------------------------------------------------

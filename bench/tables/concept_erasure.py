@@ -76,8 +76,8 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
               "loss of the original model's image) is judged as the concept; `soft-prompt` optimises continuous "
               "embeddings (an upper bound). Rates in %, [Wilson 95% interval]. **Retained acc**: the judge's "
               "accuracy on generations for the other nine classes; **Frechet**: the Frechet distance between the "
-              "judge's penultimate features of those generations and of real test images (lower is better; "
-              "floor = the same for real images passed through the model's resolution). Time: training time in "
+              "judge's penultimate features of those generations and of half the real test images (lower is better; "
+              "floor = the same for as many real images of the other half, passed through the model's resolution). Time: training time in "
               "seconds (`none`: the base model, 0 when it came from the shared cache; methods: the erasure step)."
               " Lower ASR with high retained accuracy is better.",
               "", "Paper (AdvUnlearn, SD v1.4, nudity, Pre-ASR / UnlearnDiffAtk ASR): AdvUnlearn 7.75 / 21.13, "
