@@ -25,6 +25,7 @@ import torch
 
 from bench.diffusion.erasure import (MODEL_PROFILES, ErasureDefense, ModelParams, denoise_loss, encode_prefixed,
                                      random_token_embeddings, trajectory_pool)
+from bench.diffusion.model import FULL_GUIDANCE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,7 @@ class AdvUnlearn(ErasureDefense):
     profiles = {"smoke": {**MODEL_PROFILES["smoke"], "iterations": 10, "lr": 1e-3, "batch_size": 4, "attack_steps": 2,
                           "per_prompt": 1, "ddim_steps": 5},
                 "full": {**MODEL_PROFILES["full"], "iterations": 200, "batch_size": 16, "attack_steps": 10,
-                         "per_prompt": 8, "ddim_steps": 25}}
+                         "per_prompt": 8, "ddim_steps": 25, "guidance": FULL_GUIDANCE}}
 
     def fit(self, model, data, ctx) -> None:
         p = self.params

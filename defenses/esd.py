@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 
 from bench.diffusion.erasure import MODEL_PROFILES, ErasureDefense, ModelParams, denoise_loss, trajectory_pool
+from bench.diffusion.model import FULL_GUIDANCE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ESD(ErasureDefense):
     profiles = {"smoke": {**MODEL_PROFILES["smoke"], "iterations": 20, "lr": 1e-3, "batch_size": 8, "per_prompt": 1,
                           "ddim_steps": 5},
                 "full": {**MODEL_PROFILES["full"], "iterations": 400, "batch_size": 64, "per_prompt": 8,
-                         "ddim_steps": 25}}
+                         "ddim_steps": 25, "guidance": FULL_GUIDANCE}}
 
     def fit(self, model, data, ctx) -> None:
         p = self.params

@@ -17,7 +17,7 @@ from torch import nn
 
 from bench.diffusion import CONCEPT_TRACK, MODALITY
 from bench.diffusion.erasure import encode_prefixed
-from bench.diffusion.model import TextToImage, for_judge
+from bench.diffusion.model import FULL_GUIDANCE, TextToImage, for_judge
 from bench.plugins import Evaluator
 
 JUDGE = "standard"
@@ -31,7 +31,7 @@ class GenParams:
     guidance: float = 3.0  # classifier-free guidance scale
 
 
-GEN_PROFILES = {"smoke": {"seeds": 2, "steps": 5}, "full": {"seeds": 8, "steps": 25}}
+GEN_PROFILES = {"smoke": {"seeds": 2, "steps": 5}, "full": {"seeds": 8, "steps": 25, "guidance": FULL_GUIDANCE}}
 
 
 class ErasureEvaluator(Evaluator):
