@@ -2,7 +2,7 @@
 # The concept-erasure track's full profile on a GPU host with no network (as run for the committed leaderboard):
 # unpack the kit of scripts/erasure_gpu_kit.py (carried in .data/gpu_erasure), train the base text-to-image model
 # unless its weights are shipped, then one `bench run` lane per concept side by side on the GPU.
-# Usage: OUT=<folder> [BUDGET=s] [PROFILE=full] [DEVICE=cuda] scripts/gpu_erasure.sh \
+# Usage: OUT=<folder> [BUDGET=s] [PROFILE=full] [DEVICE=cuda] [RUN_ARGS="more bench run args"] scripts/gpu_erasure.sh \
 #            fashion-erase-bag fashion-erase-trouser ...
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ i=0
 for dataset in "$@"; do
   i=$((i + 1))
   ( start=$(date +%s); timeout $(( end - start - 15 )) python3 -m bench.cli --results leaderboards run \
-        --suite "erasure-$profile" --dataset "$dataset" --device "$device"
+        --suite "erasure-$profile" --dataset "$dataset" --device "$device" ${RUN_ARGS:-}
     echo "lane $i exit $? after $(( $(date +%s) - start )) s: $dataset" ) > "$OUT/lane$i.log" 2>&1 &
 done
 wait

@@ -178,6 +178,11 @@ def test_frechet_distance():
     assert frechet_distance(a, shifted) == pytest.approx(5.0, abs=1e-6)  # equal covariances: ||mu_a - mu_b||^2
     scaled = torch.randn(4000, 3, generator=g) * 2  # N(0, I) vs N(0, 4I): 3 (1 + 4 - 2 * 2) = 3
     assert frechet_distance(torch.randn(4000, 3, generator=g), scaled) == pytest.approx(3.0, rel=0.15)
+    # Identical rank-deficient feature sets (ReLU features, fewer samples than dimensions): rounding gives about
+    # -1e-12 for half of these unclamped, which broke the records' invariant on the GPU.
+    for _ in range(10):
+        x = torch.relu(torch.randn(144, 128, generator=g)) * 3
+        assert frechet_distance(x, x) >= 0.0
 
 
 def test_pool_targets_are_the_esd_target(base):
