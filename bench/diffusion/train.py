@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench.datasets.concept_erasure import EraseParams
 from bench.diffusion.captions import training_captions
 from bench.diffusion.model import PRESETS, TextToImage, build_unet
 
@@ -50,9 +51,9 @@ class Recipe:
 RECIPES = {
     "smoke": Recipe("smoke", steps=60, batch_size=32, warmup=10, ema=0.9, n_train=2000),
     "quick": Recipe("quick", steps=600),  # ~7 min on one 2-core-machine thread
-    # GPU. 20,000 images: the judge's class-balanced training subset (fashion-erase-*'s n_train), so one small
-    # data bundle serves both on a size-limited host; at 5,000 steps of 256 that is 64 passes over them.
-    "full": Recipe("full", steps=5000, batch_size=256, lr=1e-3, warmup=300, ema=0.999, n_train=20000),
+    # GPU. The judge's class-balanced training subset (20,000 images), so one small data bundle serves both on a
+    # size-limited host; at 5,000 steps of 256 that is 64 passes over them.
+    "full": Recipe("full", steps=5000, batch_size=256, lr=1e-3, warmup=300, ema=0.999, n_train=EraseParams.n_train),
 }
 
 
