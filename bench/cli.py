@@ -18,23 +18,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(suite_names) -> argparse.ArgumentParser:
     p = _Parser(prog="bench", description="Benchmark defenses against attacks on datasets; write leaderboards.")
     p.add_argument("--results", type=Path, default=Path(os.environ.get("BENCH_RESULTS", "results")),
                    help="results root: records/, logs/, cache/ and the leaderboard tables (default: ./results, "
                         "or $BENCH_RESULTS); the repository's leaderboards/ folder is one such root")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    ls = sub.add_parser("list", help="registered defenses, attacks and datasets, with their origin")
-    ls.add_argument("kind", nargs="?", choices=("defenses", "attacks", "datasets"))
+    ls = sub.add_parser("list", help="registered tracks, defenses, attacks and datasets, with their origin")
+    ls.add_argument("kind", nargs="?", choices=("tracks", "defenses", "attacks", "datasets"))
     ls.add_argument("--long", action="store_true",
                     help="also import each plugin to show its track and capabilities")
+    ls.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
 
     info = sub.add_parser("info", help="one plugin's documentation, capabilities and hyperparameters")
     info.add_argument("name")
 
     run = sub.add_parser("run", help="train (once, cached) and evaluate a grid; one record per cell")
-    run.add_argument("--suite", help="a predefined grid: " + ", ".join(_suite_names()))
+    run.add_argument("--suite", help="a predefined grid (each track declares its own): " + ", ".join(suite_names))
     run.add_argument("--defense", nargs="+", default=[], metavar="D")
     run.add_argument("--attack", nargs="+", default=[], metavar="A")
     run.add_argument("--dataset", nargs="+", default=[], metavar="S")
@@ -61,23 +62,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _suite_names() -> list[str]:
-    from bench.suites import SUITES
-
-    return sorted(SUITES)
-
-
 def cmd_list(args, registry) -> int:
-    kinds = [args.kind[:-1]] if args.kind else ["defense", "attack", "dataset"]
+    import json
+
+    kinds = [args.kind[:-1]] if args.kind else ["track", "defense", "attack", "dataset"]
+    rows = {kind: [] for kind in kinds}
     for kind in kinds:
-        print(f"{kind}s:")
         for entry in registry.entries(kind):
-            line = f"  {entry.name:<16} {entry.target:<44} {entry.origin}"
+            row = {"name": entry.name, "target": entry.target, "origin": entry.origin}
             if args.long:
-                cls = registry.load(kind, entry.name)
-                caps = ", ".join(f"{k}={v}" for k, v in cls.capabilities().items())
-                line = f"  {entry.name:<16} {caps}  [{entry.origin}]"
-            print(line)
+                row["capabilities"] = {k: v if isinstance(v, (str, bool, int, float, type(None))) else list(v)
+                                       for k, v in registry.load(kind, entry.name).capabilities().items()}
+            rows[kind].append(row)
+    if args.json:
+        print(json.dumps({f"{k}s": v for k, v in rows.items()}, indent=1))
+        return 0
+    # Columns as wide as their longest entry, whatever the plugins' names.
+    every = [r for kind_rows in rows.values() for r in kind_rows]
+    width = max((len(r["name"]) for r in every), default=0)
+    target = max((len(r["target"]) for r in every), default=0)
+    for kind, kind_rows in rows.items():
+        print(f"{kind}s:")
+        for r in kind_rows:
+            if args.long:
+                caps = ", ".join(f"{k}={v}" for k, v in r["capabilities"].items())
+                print(f"  {r['name']:<{width}}  {caps}  [{r['origin']}]")
+            else:
+                print(f"  {r['name']:<{width}}  {r['target']:<{target}}  {r['origin']}")
     return 0
 
 
@@ -85,7 +96,7 @@ def cmd_info(args, registry) -> int:
     import dataclasses
     import inspect
 
-    matches = [k for k in ("defense", "attack", "dataset") if args.name in registry.names(k)]
+    matches = [k for k in ("track", "defense", "attack", "dataset") if args.name in registry.names(k)]
     if not matches:
         registry.entry("attack" if args.name not in registry.names("defense") else "defense", args.name)
     for kind in matches:
@@ -94,6 +105,10 @@ def cmd_info(args, registry) -> int:
         module_doc = inspect.getmodule(cls).__doc__ or ""
         print("\n".join(part for part in (inspect.cleandoc(module_doc), inspect.cleandoc(cls.__doc__ or "")) if part))
         print("capabilities: " + ", ".join(f"{k}={v}" for k, v in cls.capabilities().items()))
+        if kind == "track":
+            for name, grid in cls.suites.items():
+                print(f"  suite {name}: " + "; ".join(f"{k} {v}" for k, v in grid.items()))
+            continue
         print("hyperparameters (defaults; profile overrides):")
         for f in dataclasses.fields(cls.Params):
             per_profile = {p: o[f.name] for p, o in cls.profiles.items() if f.name in o}
@@ -104,7 +119,9 @@ def cmd_info(args, registry) -> int:
 
 def cmd_run(args, registry) -> int:
     from bench.runner import Runner, Selection, format_summary, plan
-    from bench.suites import SUITES
+    from bench.suites import suites
+
+    SUITES = suites(registry)
 
     grid = {"defenses": (), "attacks": (), "datasets": (), "seeds": (), "profile": "quick"}
     if args.suite:
@@ -152,7 +169,7 @@ def cmd_run(args, registry) -> int:
 
 
 def cmd_leaderboard(args, registry) -> int:
-    from bench.leaderboard_io import check, regenerate
+    from bench.leaderboard import check, regenerate
 
     if args.check:
         stale = check(registry, args.results)
@@ -170,10 +187,11 @@ def cmd_leaderboard(args, registry) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
         from bench.registry import Registry
+        from bench.suites import suites
 
-        registry = Registry()
+        registry = Registry()  # entry-point metadata; each track's package is imported for its suites
+        args = _parser(sorted(suites(registry))).parse_args(argv)
         handler = {"list": cmd_list, "info": cmd_info, "run": cmd_run, "leaderboard": cmd_leaderboard}
         return handler[args.command](args, registry)
     except UsageError as exc:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from bench import threat
 from bench.context import AttackContext
+from bench.plugins import Certifier
 from bench.progress import progress
 
 
@@ -19,7 +19,8 @@ def predict(model, x: torch.Tensor, device: torch.device, batch_size: int) -> to
 def robust_mask(model, attack, x: torch.Tensor, y: torch.Tensor, clean_correct: torch.Tensor, eps: float,
                 ctx: AttackContext, device: torch.device, batch_size: int) -> torch.Tensor:
     """Per example: classified correctly both clean and under ``attack`` at ``eps`` -- or, for a certifier,
-    proved robust (bool, on the CPU). Threat-model violations accumulate in ``ctx.violations``."""
+    proved robust (bool, on the CPU). The framework, not the plugin, turns an attack's inputs into this mask,
+    after the threat-model check (``ctx.run``); violations accumulate in ``ctx.violations``."""
     robust = clean_correct.clone()
     if eps == 0:
         return robust
@@ -27,5 +28,9 @@ def robust_mask(model, attack, x: torch.Tensor, y: torch.Tensor, clean_correct: 
     for i in progress(range(0, len(idx), batch_size), desc=f"{attack.name} eps={eps:g}"):
         b = idx[i:i + batch_size]
         xb, yb = x[b].to(device), y[b].to(device)
-        robust[b] = attack.robust(model, xb, yb, eps, ctx).cpu()  # attacks: through the threat check
+        if isinstance(attack, Certifier):
+            robust[b] = attack.certify(model, xb, yb, eps, ctx).bool().cpu()
+        else:
+            with torch.no_grad():
+                robust[b] = (model(ctx.run(attack, model, xb, yb, eps)).argmax(1) == yb).cpu()
     return robust

@@ -10,13 +10,11 @@ import json
 import sys
 from typing import Any
 
-# Packages whose modules can change a result; a plugin's helper modules in them enter its code version.
-RESULT_PACKAGES = ("bench", "defenses", "attacks")
-# Framework modules that carry interfaces and bookkeeping, not numbers: left out so that editing them does not
-# invalidate every cached model (the runner names the shared numerical ones explicitly: TRAIN_CODE, EVAL_CODE).
-FRAMEWORK = ("bench", "bench.plugins", "bench.context", "bench.errors", "bench.progress", "bench.hparams",
-             "bench.registry", "bench.records", "bench.hashing", "bench.environment", "bench.cache", "bench.runner",
-             "bench.cli", "bench.leaderboard", "bench.leaderboard_io", "bench.suites", "bench.tables")
+# Where a result's code lives beyond its plugin's own package: the tracks' packages, the built-in plugin packages,
+# and the few core modules that compute numbers. The rest of the core (runner, records, registry, CLI, tables...)
+# carries interfaces and bookkeeping: editing it does not invalidate cached models or records.
+RESULT_PACKAGES = ("bench.tracks", "bench_attacks", "bench_defenses")
+NUMERICAL_CORE = ("bench.data", "bench.evaluate", "bench.threat")
 
 
 def canonical(obj: Any) -> str:
@@ -27,19 +25,35 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(canonical(obj).encode()).hexdigest()
 
 
+def _normalised(source: str) -> str:
+    """The code without comments, docstrings and import statements: what computes. Imports are followed
+    separately (``helper_modules``), so moving a module or renaming its package changes no key."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(body, list):
+            continue
+        kept = [s for s in body if not isinstance(s, (ast.Import, ast.ImportFrom))
+                and not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str))]
+        node.body = kept or [ast.Pass()]
+    return ast.unparse(tree)
+
+
 @functools.cache
 def module_source_hash(module_name: str) -> str:
-    """Hash of a module's source: results of edited code are not mistaken for cached ones."""
-    module = sys.modules.get(module_name)
-    if module is None:
-        import importlib
+    """Hash of a module's normalised source: results of edited code are not mistaken for cached ones."""
+    source = _source(module_name)
+    if source is None:
+        module = sys.modules.get(module_name)
+        if module is None:
+            import importlib
 
-        module = importlib.import_module(module_name)
-    try:
-        source = inspect.getsource(module)
-    except (OSError, TypeError):
-        source = getattr(module, "__version__", module_name)
-    return hashlib.sha256(source.encode()).hexdigest()[:16]
+            module = importlib.import_module(module_name)
+        try:
+            source = inspect.getsource(module)
+        except (OSError, TypeError):
+            return hashlib.sha256(str(getattr(module, "__version__", module_name)).encode()).hexdigest()[:16]
+    return hashlib.sha256(_normalised(source).encode()).hexdigest()[:16]
 
 
 @functools.cache
@@ -67,8 +81,22 @@ def _source(module_name: str) -> str | None:
         return f.read()
 
 
-def _imported(module_name: str, source: str) -> set[str]:
-    """In-repo modules that ``module_name`` imports anywhere (also inside functions), absolute or relative."""
+def _follows(name: str, home: str) -> bool:
+    """Whether an import of ``name`` from a module of top-level package ``home`` enters the code version: the
+    same package, a track's or built-in plugin package (a track's ``__init__`` only declares it), or a numerical
+    core module."""
+    if name in NUMERICAL_CORE:
+        return True
+    if name.split(".")[0] == home and home != "bench":
+        return True
+    in_results = any(name == p or name.startswith(p + ".") for p in RESULT_PACKAGES)
+    is_track_declaration = name.startswith("bench.tracks") and name.count(".") <= 2
+    return in_results and not is_track_declaration
+
+
+def _imported(module_name: str, source: str, home: str) -> set[str]:
+    """Modules that ``module_name`` imports anywhere (also inside functions), absolute or relative, that enter
+    the code version of a plugin of top-level package ``home``."""
     names: set[str] = set()
     package = module_name.rpartition(".")[0]
     for node in ast.walk(ast.parse(source)):
@@ -81,14 +109,14 @@ def _imported(module_name: str, source: str) -> set[str]:
                 base = ".".join(p for p in (*parts, base) if p)
             names.add(base)
             names.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
-    return {n for n in names if n.split(".")[0] in RESULT_PACKAGES and n not in FRAMEWORK
-            and not n.startswith("bench.tables.") and _module_file(n) is not None}
+    return {n for n in names if _follows(n, home) and _module_file(n) is not None}
 
 
 @functools.cache
 def helper_modules(module_name: str) -> tuple[str, ...]:
-    """The in-repo modules ``module_name`` depends on, transitively, framework modules excepted: a cached model
-    or record is invalidated when a defense's or attack's helper module changes, not only its own file."""
+    """The modules ``module_name`` depends on, transitively (see ``_follows``): a cached model or record is
+    invalidated when a defense's or attack's helper module changes, not only its own file."""
+    home = module_name.split(".")[0]
     seen, todo = set(), [module_name]
     while todo:
         name = todo.pop()
@@ -97,13 +125,18 @@ def helper_modules(module_name: str) -> tuple[str, ...]:
         seen.add(name)
         source = _source(name)
         if source is not None:
-            todo.extend(_imported(name, source) - seen)
+            todo.extend(_imported(name, source, home) - seen)
     return tuple(sorted(seen - {module_name}))
 
 
-def code_version(*module_names: str) -> dict[str, str]:
-    """``bench``'s version and the source hash of each module and of the helper modules it imports."""
+def code_modules(*module_names: str) -> tuple[str, ...]:
+    """The modules whose code a result of these modules depends on (themselves and their helpers)."""
+    return tuple(dict.fromkeys(m for name in module_names for m in (name, *helper_modules(name))))
+
+
+def code_version(*module_names: str) -> dict[str, Any]:
+    """``bench``'s version and the normalised-source hashes of ``code_modules``. Hashes only, not names: a key
+    depends on what the code computes, not on where its files sit."""
     from bench import __version__
 
-    names = dict.fromkeys(m for name in module_names for m in (name, *helper_modules(name)))
-    return {"bench": __version__, **{m: module_source_hash(m) for m in names}}
+    return {"bench": __version__, "sources": sorted({module_source_hash(m) for m in code_modules(*module_names)})}

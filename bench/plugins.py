@@ -1,9 +1,9 @@
-"""The three plugin kinds: Defense, Attack, Dataset.
+"""The plugin kinds: Track, Dataset, Defense, and what evaluates a trained model (Attack, Certifier, Evaluator).
 
 A plugin is one class. It declares its track and capabilities as class attributes, a frozen ``Params``
 dataclass whose every field has a default, optional per-profile overrides, and implements at most three
-methods. It is registered by one entry-point line (group ``bench.defenses``, ``bench.attacks`` or
-``bench.datasets``); the entry-point name becomes ``plugin.name``.
+methods. It is registered by one entry-point line (group ``bench.tracks``, ``bench.datasets``,
+``bench.defenses`` or ``bench.attacks``); the entry-point name becomes ``plugin.name``.
 
 This module imports no torch at import time, so the CLI can describe plugins without loading it.
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -20,7 +21,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from bench.context import AttackContext, EvalContext, TrainContext
 
 PROFILES = ("smoke", "quick", "full")
-IMAGE_TRACK = "image-robustness"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Splits:
 
 class Dataset(Plugin):
     kind = "dataset"
-    tracks: ClassVar[tuple[str, ...]] = (IMAGE_TRACK,)
+    tracks: ClassVar[tuple[str, ...]] = ()  # every track whose defenses and evaluators apply to this data
     input_shape: ClassVar[tuple[int, ...]]
     num_classes: ClassVar[int] = 10
     bounds: ClassVar[tuple[float, float]] = (0.0, 1.0)
@@ -131,16 +131,30 @@ class Defense(Plugin):
         """Train ``model`` in place."""
 
 
-class Attack(Plugin):
+class Evaluation(Plugin):
+    """What runs on a trained model (entry-point group ``bench.attacks``). Three kinds, one method each:
+    an ``Attack`` returns adversarial inputs, a ``Certifier`` per-example proofs, an ``Evaluator`` metrics.
+    Plugins never return accuracies: the runner turns their outputs into numbers, after the threat check."""
+
     kind = "attack"
     consumes: ClassVar[str] = "classifier"
-    norm: ClassVar[str] = "linf"  # the threat model the framework enforces: "linf" or "l2"
-    curve: ClassVar[bool] = False  # also evaluate at every eps of the dataset's sweep
-    metric: ClassVar[str] = "robust_acc"  # what the record calls the fraction of robust examples
+    norm: ClassVar[str | None] = None  # the threat model the framework enforces: "linf", "l2" or None
+    metric: ClassVar[str] = "score"  # what the record calls its headline number
 
     @classmethod
     def capabilities(cls) -> dict[str, Any]:
         return {**super().capabilities(), "consumes": cls.consumes, "norm": cls.norm}
+
+    def describe(self) -> str:
+        """The metric's definition as stored in records, e.g. ``pgd-linf(steps=20, ...)``."""
+        fields = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self.params).items())
+        return f"{self.name}({fields})"
+
+
+class Attack(Evaluation):
+    norm: ClassVar[str] = "linf"
+    curve: ClassVar[bool] = False  # also evaluate at every eps of the dataset's sweep
+    metric = "robust_acc"
 
     def components(self) -> tuple[str, ...]:
         """For evaluators defined as the per-example worst case over other attacks: their names. The runner
@@ -148,35 +162,22 @@ class Attack(Plugin):
         model (same definition, no second run); otherwise it calls ``perturb``."""
         return ()
 
-    def describe(self) -> str:
-        """The metric's definition as stored in records, e.g. ``pgd-linf(steps=20, ...)``."""
-        fields = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self.params).items())
-        return f"{self.name}({fields})"
-
     @abstractmethod
     def perturb(self, model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor", eps: float,
                 ctx: "AttackContext") -> "torch.Tensor":
         """Adversarial inputs for one batch. ``model`` is in eval mode and returns logits. The framework
         checks the result against the ``norm`` ball of radius ``eps`` and the data bounds afterwards."""
 
-    def robust(self, model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor", eps: float,
-               ctx: "AttackContext") -> "torch.Tensor":
-        """Per example (bool): still classified correctly after the attack, run through the framework's
-        threat-model check."""
-        import torch
 
-        x_adv = ctx.run(self, model, x, y, eps)
-        with torch.no_grad():
-            return model(x_adv).argmax(1) == y
-
-
-class Certifier(Attack):
+class Certifier(Evaluation):
     """An evaluator that proves robustness instead of attacking: ``certify`` returns, per example, whether
     every input in the eps-ball is provably classified correctly. The runner also runs the ``companion``
     attack on the same examples and records both numbers; a certified example that the attack breaks is a
     soundness error (verified <= empirical robust, per example)."""
 
+    norm: ClassVar[str] = "linf"
     metric = "verified_acc"
+    curve: ClassVar[bool] = False
     companion: ClassVar[str] = "pgd-linf"
 
     @abstractmethod
@@ -185,26 +186,60 @@ class Certifier(Attack):
         """Per example (bool): proved robust at ``eps``. Raise ``bench.errors.NotCertifiable`` for a model
         the method cannot handle."""
 
-    def robust(self, model, x, y, eps, ctx):
-        return self.certify(model, x, y, eps, ctx)
 
-    def perturb(self, model, x, y, eps, ctx):
-        raise TypeError(f"{self.name} certifies; it produces no adversarial examples")
-
-
-class Evaluator(Attack):
+class Evaluator(Evaluation):
     """An evaluator whose numbers are not accuracy under a perturbation budget: accuracy on an unlearning
     scenario's forget and remaining data, membership inference, accuracy per target domain... It has no
     norm and no eps; ``evaluate`` returns the metrics and the runner adds clean accuracy and provenance.
     Attack plugins of the same track (``consumes`` permitting) still run on the same cached model."""
-
-    norm = None  # type: ignore[assignment]
-    metric = "score"
 
     @abstractmethod
     def evaluate(self, model: "nn.Module", data: Splits, ctx: "EvalContext") -> list[dict[str, Any]]:
         """Metrics as ``{"name", "value", "n", "definition"}`` dicts (plus any labels the track's tables use,
         e.g. ``"split"`` or ``"domain"``); ``value`` a float, ``definition`` says exactly what was measured."""
 
-    def perturb(self, model, x, y, eps, ctx):
-        raise TypeError(f"{self.name} evaluates; it produces no adversarial examples")
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """What tables and figures may know beyond the records, taken from the installed plugins by the writer:
+    each dataset's headline eps per norm, each defense's reported paper numbers, and ``load(dataset, params)``
+    -> its ``Splits`` (or None when the dataset cannot be loaded here), for figures that show data."""
+
+    headline: dict[str, dict[str, tuple[float, ...]]] = dataclasses.field(default_factory=dict)
+    reported: dict[str, dict[str, dict[str, tuple[float, str]]]] = dataclasses.field(default_factory=dict)
+    load: Callable[[str, dict], "Splits | None"] = lambda name, params: None
+
+
+class Track(ABC):
+    """A task family (entry-point group ``bench.tracks``; the entry-point name is the ``track`` of its plugins,
+    of their records and of its leaderboard folder). It declares what its defenses produce, its suites, its
+    tables and figures, and the plugins its contract tests exercise. The core asks the registered tracks
+    instead of keeping lists, so a new track is its folders plus one entry-point line.
+
+    Its package should import no torch at import time: ``bench --help`` lists its suites."""
+
+    kind = "track"
+    name: str = ""  # set by the registry
+    # The runner measures the clean test accuracy of every model this track's defenses produce.
+    classifies: ClassVar[bool] = True
+    # Predefined grids for ``bench run --suite NAME``:
+    # {name: {"defenses": (...), "attacks": (...), "datasets": (...), "seeds": (...), "profile": "quick"}}
+    suites: ClassVar[dict[str, dict[str, Any]]] = {}
+    # What the contract tests run this track's plugins on: {"dataset": name, "defense": name}, both of this
+    # track, and "inputs": "tensors" (attacks and certifiers get image batches) or "data" (evaluators only).
+    contract: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def capabilities(cls) -> dict[str, Any]:
+        return {"classifies": cls.classifies, "suites": tuple(cls.suites)}
+
+    def tables(self, records: list[dict], facts: Facts) -> dict[str, str]:
+        """``{file name in the track's folder: text}`` from the track's records (any status); byte-identical
+        for identical records. The default: one row per defense and evaluator, one column per metric."""
+        from bench.tables import generic_tables
+
+        return generic_tables(records)
+
+    def figures(self, records: list[dict], out_dir: Path, facts: Facts) -> list[Path]:
+        """PNGs written into ``out_dir`` (the track's folder); their paths."""
+        return []

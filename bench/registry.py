@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 
 from bench.errors import PluginImportError, UsageError
 
-GROUPS = {"defense": "bench.defenses", "attack": "bench.attacks", "dataset": "bench.datasets"}
+GROUPS = {"track": "bench.tracks", "defense": "bench.defenses", "attack": "bench.attacks", "dataset": "bench.datasets"}
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Entry:
 
 
 class Registry:
-    """All plugins of the three kinds. ``extra`` adds entries as {kind: {name: "module:attr"}} (tests)."""
+    """All plugins of the four kinds. ``extra`` adds entries as {kind: {name: "module:attr"}} (tests)."""
 
     def __init__(self, extra: dict[str, dict[str, str]] | None = None):
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in GROUPS}
@@ -78,3 +78,13 @@ class Registry:
 
     def create(self, kind: str, name: str, params=None):
         return self.load(kind, name)(params)
+
+    def track(self, name: str):
+        """The track registered under ``name`` (an instance), or None when no installed package registers it
+        (its records still tabulate, with the generic table)."""
+        if name not in self._entries["track"]:
+            return None
+        return self.load("track", name)()
+
+    def tracks(self) -> list:
+        return [self.track(name) for name in self.names("track")]

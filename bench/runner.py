@@ -23,8 +23,8 @@ from bench.plugins import PROFILES, Attack, Dataset, Defense, Evaluator
 from bench.records import read_record, record_path, write_record
 
 # Shared modules whose code changes a trained model / an evaluation (they enter the cache keys).
-TRAIN_CODE = ("bench.models", "bench.training", "bench.adversarial")
-EVAL_CODE = ("bench.evaluate", "bench.threat", "bench.adversarial")
+TRAIN_CODE = ("bench.tracks.image_robustness.models", "bench.tracks.image_robustness.training", "bench.tracks.image_robustness.adversarial")
+EVAL_CODE = ("bench.evaluate", "bench.threat", "bench.tracks.image_robustness.adversarial")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Selection:
 
 @dataclasses.dataclass
 class Cell:
-    attack: Attack
+    attack: Evaluation
     epsilons: tuple[float, ...]
     config_id: str
     key: str
@@ -64,7 +64,7 @@ def _origin(registry, kind: str, name: str) -> str:
     return registry.entry(kind, name).origin
 
 
-def incompatibility(defense: type[Defense], dataset: type[Dataset], attack: type[Attack] | None = None) -> str | None:
+def incompatibility(defense: type[Defense], dataset: type[Dataset], attack: type[Evaluation] | None = None) -> str | None:
     """Why the pair/triple cannot run together, or None."""
     if not set(defense.all_tracks()) & set(dataset.tracks):
         return f"defense {defense.name} (track {defense.track}) does not apply to dataset {dataset.name} " \
@@ -105,6 +105,12 @@ def plan(registry, sel: Selection) -> Plan:
     defenses = {n: registry.load("defense", n) for n in dict.fromkeys(sel.defenses)}
     attacks = {n: registry.load("attack", n) for n in dict.fromkeys(sel.attacks)}
     datasets = {n: registry.load("dataset", n) for n in dict.fromkeys(sel.datasets)}
+    for kind, group in (("defense", defenses), ("attack", attacks), ("dataset", datasets)):
+        for name, cls in group.items():
+            tracks = cls.tracks if kind == "dataset" else cls.all_tracks() if kind == "defense" else (cls.track,)
+            if missing := [t for t in tracks if registry.track(t) is None]:
+                raise UsageError(f"{kind} {name} declares track {missing[0]!r}, which no installed package registers; "
+                                 f"tracks: {', '.join(registry.names('track')) or 'none'}")
 
     for ds in datasets.values():
         for d in defenses.values():
@@ -162,7 +168,7 @@ def _config(plugin) -> dict[str, Any]:
 
 
 def model_key(defense: Defense, dataset: Dataset, seed: int) -> str:
-    code = hashing.code_version(type(defense).__module__, type(dataset).__module__, *TRAIN_CODE)
+    code = hashing.code_version(type(defense).__module__, type(dataset).__module__)
     return hashing.digest({"defense": _config(defense), "dataset": _config(dataset), "seed": seed, "code": code})
 
 
@@ -273,7 +279,7 @@ class Runner:
         for job in plan.jobs:
             pending = [c for c in job.cells if not self.done(job, c, plan.profile)]
             # Composites and certifiers after plain attacks: they reuse the per-example results.
-            pending.sort(key=lambda c: bool(c.attack.components()) or c.attack.metric != "robust_acc")
+            pending.sort(key=lambda c: not isinstance(c.attack, Attack) or bool(c.attack.components()))
             label = f"{job.dataset.name} / {job.defense.name} / seed {job.seed}"
             if not pending:
                 self.say(f"{label}: all {len(job.cells)} cells done (skipped)")
@@ -284,8 +290,9 @@ class Runner:
             self.say(f"{label}: {len(pending)} of {len(job.cells)} cells to run")
             try:
                 model, meta = self.model(job.defense, job.dataset, job.seed, plan.profile)
-                # Clean accuracy only for classifiers (a text-to-image model has no test-set predictions).
-                clean = self._clean(model, job.dataset) if job.defense.produces == "classifier" else (None, 0.0)
+                # Clean accuracy only where the track's models classify (a text-to-image model does not).
+                classifies = self.registry.track(job.defense.track).classifies
+                clean = self._clean(model, job.dataset) if classifies else (None, 0.0)
             except Exception as exc:
                 for cell in pending:
                     self._fail(job, cell, plan.profile, exc, stage="training")
@@ -329,7 +336,7 @@ class Runner:
                             generator=torch.Generator().manual_seed(int(cell.config_id[:15], 16)))
         metrics = [{"name": "clean_acc", "value": float(clean_correct.float().mean()), "n": n}]
         masks = self._masks.setdefault(model_key(job.defense, job.dataset, job.seed), {})
-        parts = [ctx.attack(name).describe() for name in attack.components()]
+        parts = [ctx.attack(name).describe() for name in attack.components()] if isinstance(attack, Attack) else []
         start = time.perf_counter()
         for eps in cell.epsilons:
             definition = attack.describe()
@@ -343,7 +350,7 @@ class Runner:
             masks[(attack.describe(), eps)] = robust
             metrics.append({"name": attack.metric, "norm": attack.norm, "eps": eps,
                             "value": float(robust.float().mean()), "n": n, "definition": definition})
-            if attack.metric == "verified_acc":
+            if isinstance(attack, Certifier):
                 metrics.append(self._companion(attack, robust, eps, masks, model, data, clean_correct, ctx))
         eval_s = time.perf_counter() - start
         checked = int(clean_correct.sum()) * sum(1 for e in cell.epsilons if e > 0)
@@ -352,11 +359,10 @@ class Runner:
                                    "checked": checked, "violations": ctx.violations},
                   "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"], "eval_s": eval_s,
                               "clean_eval_s": clean_s}}
-        write_record(self.records, self._provenance(record))
         if ctx.violations:
             self.say(f"  WARNING {attack.name}: {ctx.violations} adversarial examples were outside the "
                      f"threat model and were clipped (flagged in the record)")
-        self.summary.append(self._summary_row(job, cell, record))
+        self._finish(job, cell, record)
 
     def _evaluate_metrics(self, job: ModelJob, cell: Cell, profile: str, model, meta: dict, clean) -> None:
         """An evaluator without a threat model: its metrics, after clean accuracy, in one record."""
@@ -383,8 +389,7 @@ class Runner:
                               "eval_s": time.perf_counter() - start, "clean_eval_s": clean_s}}
         if ctx.artifacts.exists():
             record["artifacts"] = str(ctx.artifacts)
-        write_record(self.records, self._provenance(record))
-        self.summary.append(self._summary_row(job, cell, record))
+        self._finish(job, cell, record)
 
     def _companion(self, certifier, verified, eps, masks, model, data, clean_correct, ctx) -> dict:
         """The certifier's companion attack on the same model and eps (reused if just run): verified must be a
@@ -414,6 +419,11 @@ class Runner:
                 "attack": {**_config(a), "origin": _origin(self.registry, "attack", a.name), "norm": a.norm,
                            "definition": a.describe()}}
 
+    def _finish(self, job: ModelJob, cell: Cell, record: dict) -> None:
+        """Every cell ends here: its record, with provenance, written atomically, and its summary row."""
+        write_record(self.records, self._provenance(record))
+        self.summary.append(self._summary_row(job, cell, record))
+
     def _provenance(self, record: dict) -> dict:
         from bench import __version__, environment
 
@@ -428,17 +438,14 @@ class Runner:
         log.write_text("".join(traceback.format_exception(exc)))
         message = f"{type(exc).__name__}: {exc}"
         self.say(f"  FAILED {cell.attack.name} ({stage}): {message} -- traceback in {log}")
-        record = {**skeleton, "status": "failed", "metrics": [],
-                  "error": {"stage": stage, "type": type(exc).__name__, "message": str(exc), "log": str(log)}}
-        write_record(self.records, self._provenance(record))
-        self.summary.append(self._summary_row(job, cell, record))
+        self._finish(job, cell, {**skeleton, "status": "failed", "metrics": [], "error": {
+            "stage": stage, "type": type(exc).__name__, "message": str(exc), "log": str(log)}})
 
     def _not_certifiable(self, job: ModelJob, cell: Cell, profile: str, exc: NotCertifiable) -> None:
         self.say(f"  {cell.attack.name}: not certifiable: {exc}")
-        record = {**self._skeleton(job, cell, profile), "status": "not_certifiable", "metrics": [],
-                  "error": {"stage": "evaluation", "type": "NotCertifiable", "message": f"not certifiable: {exc}"}}
-        write_record(self.records, self._provenance(record))
-        self.summary.append(self._summary_row(job, cell, record))
+        self._finish(job, cell, {**self._skeleton(job, cell, profile), "status": "not_certifiable", "metrics": [],
+                                 "error": {"stage": "evaluation", "type": "NotCertifiable",
+                                           "message": f"not certifiable: {exc}"}})
 
     def _summary_row(self, job: ModelJob, cell: Cell, record: dict | None) -> dict[str, Any]:
         row = {"dataset": job.dataset.name, "defense": job.defense.name, "seed": job.seed,

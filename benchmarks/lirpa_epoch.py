@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import lirpa_compat as lc
+from bench.tracks.image_robustness import lirpa_compat as lc
 from bench.context import TrainContext
-from bench.models import build_model
+from bench.tracks.image_robustness.models import build_model
 from bench.plugins import DataSpec, Splits
-from defenses.lirpa import LiRPA, LiRPAParams
+from bench_defenses.image_robustness.lirpa import LiRPA, LiRPAParams
 
 
 def hand_loop(model, x_all, y_all, order, batch, eps, beta, bound, fused, lr, device):

@@ -25,8 +25,8 @@ from bench.registry import Registry
 
 def build(arch: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     try:
-        from bench.models import build_model
-    except ImportError:  # bench.models not there yet: a local conv32-conv64(stride 2)-fc256 CNN
+        from bench.tracks.image_robustness.models import build_model
+    except ImportError:  # bench.tracks.image_robustness.models not there yet: a local conv32-conv64(stride 2)-fc256 CNN
         c, h, w = input_shape
         return nn.Sequential(nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, stride=2, padding=1),
                              nn.ReLU(), nn.Flatten(), nn.Linear(64 * ((h + 1) // 2) * ((w + 1) // 2), 256), nn.ReLU(),
@@ -35,7 +35,7 @@ def build(arch: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
 
 
 def eager_pgd(model, x, y, eps, alpha, steps, bounds, generator):
-    """The reference: the textbook loop, same random start as bench.adversarial.pgd."""
+    """The reference: the textbook loop, same random start as bench.tracks.image_robustness.adversarial.pgd."""
     lo, hi = bounds
     delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
     x_adv = (x + delta.to(x.device)).clamp(lo, hi)
@@ -69,7 +69,7 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,), device=device)
     bounds = (0.0, 1.0)
 
-    registry = Registry(extra={"attack": {"pgd-linf": "attacks.pgd:PGDLinf"}})
+    registry = Registry(extra={"attack": {"pgd-linf": "bench_attacks.image_robustness.pgd:PGDLinf"}})
     cls = registry.load("attack", "pgd-linf")
     attack = cls(cls.Params(steps=args.steps))  # restarts=1, random start: the default path
     alpha = attack.params.rel_step * args.eps / args.steps

@@ -3,7 +3,7 @@ in one ignored folder (~52 MB), for scripts/gpu_erasure.sh:
 
     python scripts/erasure_gpu_kit.py .data/gpu_erasure
 
-- minilm.tar.xz: the float16 MiniLM copy (bench.text.minilm_copy), xz-compressed (41 MB instead of 45);
+- minilm.tar.xz: the float16 MiniLM copy (bench.tracks.text_robustness.minilm_copy), xz-compressed (41 MB instead of 45);
 - diffusers.tar.xz: the installed diffusers package (the host lacks it; 2 MB instead of a 6 MB wheel);
 - fashion.tar.xz: Fashion-MNIST's IDX files with only the images the full profile reads kept (the class-balanced
   20,000 training and 2,000 test images of fashion-erase-*: the judge's data, and the base model's), every other
@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.datasets.common import subsample_indices  # noqa: E402
-from bench.datasets.concept_erasure import FashionErase  # noqa: E402
-from bench.datasets.fashion_mnist import FashionMNIST  # noqa: E402
+from bench.data import subsample_indices  # noqa: E402
+from bench.tracks.concept_erasure.datasets import FashionErase  # noqa: E402
+from bench.tracks.image_robustness.fashion_mnist import FashionMNIST  # noqa: E402
 
 
 def xz_tar(out: Path, folder: Path, *names: str) -> None:
@@ -62,7 +62,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        subprocess.run([sys.executable, "-m", "bench.text.minilm_copy", str(tmp / "minilm")], check=True)
+        subprocess.run([sys.executable, "-m", "bench.tracks.text_robustness.minilm_copy", str(tmp / "minilm")], check=True)
         xz_tar(out / "minilm.tar.xz", tmp / "minilm", ".")
         xz_tar(out / "diffusers.tar.xz", Path(diffusers.__file__).parents[1], "diffusers")
         fashion_subset(tmp / "data")

@@ -15,8 +15,8 @@ export PYTHONPATH="$site" BENCH_DATA="$PWD/.data" BENCH_MINILM=/tmp/minilm BENCH
 [ "$device" = cpu ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # The base model: the shipped float16 weights when their recipe matches, else trained here; either way the
 # lanes use the float16 file that ships (written into the installed package before they start).
-shipped="$site/bench/diffusion/weights/$profile.safetensors"; mkdir -p "$(dirname "$shipped")"
-timeout $(( end - $(date +%s) - 60 )) python3 -m bench.diffusion.train --profile "$profile" --device "$device" --half \
+shipped="$site/bench/tracks/concept_erasure/weights/$profile.safetensors"; mkdir -p "$(dirname "$shipped")"
+timeout $(( end - $(date +%s) - 60 )) python3 -m bench.tracks.concept_erasure.train --profile "$profile" --device "$device" --half \
     --out "$OUT/$profile.safetensors" 2>&1 | grep -v '^\s*$' | tail -n 15
 cp "$OUT/$profile.safetensors" "$shipped" || { echo "no base model"; exit 1; }
 i=0

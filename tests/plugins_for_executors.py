@@ -16,7 +16,7 @@ class DiesInTraining(Defense):
     track = "image-robustness"
 
     def build(self, spec):
-        from bench.models import build_model
+        from bench.tracks.image_robustness.models import build_model
 
         return build_model("cnn-small", spec.input_shape, spec.num_classes)
 

@@ -58,7 +58,7 @@ class NeedsTeacher(Defense):
     Params = TeacherParams
 
     def build(self, spec):
-        from bench.models import build_model
+        from bench.tracks.image_robustness.models import build_model
 
         return build_model("cnn-small", spec.input_shape, spec.num_classes)
 
@@ -108,7 +108,6 @@ class RefusesConv(Certifier):
 EXTRA["attack"].update({"claims-everything": "plugins_for_tests:ClaimsEverything",
                         "certifies-nothing": "plugins_for_tests:CertifiesNothing",
                         "refuses-conv": "plugins_for_tests:RefusesConv"})
-
 
 from bench.plugins import Evaluator  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Unit tests for the PGD core (bench/adversarial.py) and the built-in attacks, on a tiny linear model."""
+"""Unit tests for the PGD core (bench/tracks/image_robustness/adversarial.py) and the built-in attacks, on a tiny linear model."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,18 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.pgd import PGDLinf, PGDParams
-from attacks.worst_case import WorstCaseL2, WorstCaseL2Params, WorstCaseLinf, WorstCaseLinfParams
+from bench_attacks.image_robustness.pgd import PGDLinf, PGDParams
+from bench_attacks.image_robustness.worst_case import WorstCaseL2, WorstCaseL2Params, WorstCaseLinf, WorstCaseLinfParams
 from bench import threat
-from bench.adversarial import fgsm, pgd
+from bench.tracks.image_robustness.adversarial import fgsm, pgd
 from bench.context import AttackContext
 from bench.registry import Registry
 
 ATTACKS = {
-    "fgsm": "attacks.fgsm:FGSM", "pgd-linf": "attacks.pgd:PGDLinf", "pgd-l2": "attacks.pgd:PGDL2",
-    "cw-l2": "attacks.cw:CWL2", "deepfool": "attacks.deepfool:DeepFoolLinf", "apgd-ce": "attacks.apgd:APGDCE",
-    "apgd-dlr": "attacks.apgd:APGDDLR", "worst-case": "attacks.worst_case:WorstCaseLinf",
-    "worst-case-l2": "attacks.worst_case:WorstCaseL2",
+    "fgsm": "bench_attacks.image_robustness.fgsm:FGSM", "pgd-linf": "bench_attacks.image_robustness.pgd:PGDLinf", "pgd-l2": "bench_attacks.image_robustness.pgd:PGDL2",
+    "cw-l2": "bench_attacks.image_robustness.cw:CWL2", "deepfool": "bench_attacks.image_robustness.deepfool:DeepFoolLinf", "apgd-ce": "bench_attacks.image_robustness.apgd:APGDCE",
+    "apgd-dlr": "bench_attacks.image_robustness.apgd:APGDDLR", "worst-case": "bench_attacks.image_robustness.worst_case:WorstCaseLinf",
+    "worst-case-l2": "bench_attacks.image_robustness.worst_case:WorstCaseL2",
     "pgd-no-start": "test_attacks_unit:PGDNoStart",
 }
 BOUNDS = (0.0, 1.0)

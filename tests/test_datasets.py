@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from bench.datasets import common
-from bench.datasets.common import CorruptData, read_idx, stratified_split, subsample, subsample_indices
-from bench.datasets.fashion_mnist import DEBIAN_DIR, FashionMNIST
-from bench.datasets.mnist5k import MNIST5k
-from bench.datasets.torchvision_sets import CIFAR10, MNIST
-from bench.datasets.uci_digits import UCIDigits
+from bench import data as common
+from bench.data import CorruptData, read_idx, stratified_split, subsample, subsample_indices
+from bench.tracks.image_robustness.fashion_mnist import DEBIAN_DIR, FashionMNIST
+from bench.tracks.image_robustness.mnist5k import MNIST5k
+from bench.tracks.image_robustness.torchvision_sets import CIFAR10, MNIST
+from bench.tracks.image_robustness.uci_digits import UCIDigits
 from bench.errors import DataMissing
-from bench.plugins import IMAGE_TRACK, Splits
+from bench.plugins import Splits
+from bench.tracks.image_robustness import TRACK
 
 N_PER_CLASS = {"train": 6, "t10k": 3}  # 60 train, 30 test images in the fake roots
 
@@ -137,7 +138,7 @@ def test_missing_files_one_line(tmp_path):
 
 
 def test_fashion_default_message_names_package(monkeypatch, tmp_path):
-    import bench.datasets.fashion_mnist as fm
+    import bench.tracks.image_robustness.fashion_mnist as fm
     monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "absent")
     monkeypatch.setenv("BENCH_DATA", str(tmp_path))
     with pytest.raises(DataMissing, match="apt-get install dataset-fashion-mnist") as info:
@@ -201,7 +202,7 @@ def test_uci_digits():
 
 @pytest.mark.parametrize("cls", [FashionMNIST, MNIST5k, UCIDigits, MNIST, CIFAR10])
 def test_declarations(cls):
-    assert cls.tracks == (IMAGE_TRACK,)
+    assert cls.tracks == (TRACK,)
     assert set(cls.epsilons) == {"linf", "l2"} and set(cls.sweep) <= {"linf", "l2"}
     for norm, eps in cls.epsilons.items():
         assert all(e in cls.sweep[norm] for e in eps)  # the headline budgets lie on the curve

@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.context import TrainContext
-from bench.datasets.digits_dg import DigitsDG
-from bench.dg_training import DGParams, train_with_source_validation
-from bench.models import build_model
-from bench.style import DSU, AdvStyle, MixStyle, channel_stats, insert_style_layers, seed_style_layers
-from bench.tables.domain_shift import figures, tables
+from bench.tracks.domain_shift.digits_dg import DigitsDG
+from bench.tracks.domain_shift.training import DGParams, train_with_source_validation
+from bench.tracks.image_robustness.models import build_model
+from bench.tracks.domain_shift.style import DSU, AdvStyle, MixStyle, channel_stats, insert_style_layers, seed_style_layers
+from bench.tracks.domain_shift.table import figures, tables
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_model_selection_keeps_the_best_source_validation_epoch(digits_domains):
     chosen = ctx.history[-1]
     assert len(epochs) == 4 and chosen["selected_val_acc"] == max(h["val_acc"] for h in epochs)
     assert epochs[int(chosen["selected_epoch"]) - 1]["val_acc"] == chosen["selected_val_acc"]
-    from bench.datasets.common import stratified_split
+    from bench.data import stratified_split
     _, val = stratified_split(data.train_y.numpy(), round(0.2 * len(data.train_y)))
     with torch.no_grad():
         acc = (net(data.train_x[val]).argmax(1) == data.train_y[val]).float().mean().item()

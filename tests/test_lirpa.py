@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import lirpa_compat as lc
+from bench.tracks.image_robustness import lirpa_compat as lc
 from bench.context import AttackContext, TrainContext
 from bench.errors import NotCertifiable
 from bench.hparams import resolve
@@ -121,7 +121,7 @@ def test_patch_onnx_set_opset_version(auto_lirpa):
     _skip_unless_applied("onnx_set_opset_version")
     import torch.onnx.symbolic_helper as helper
 
-    assert helper._set_opset_version.__module__ == "bench.lirpa_compat"
+    assert helper._set_opset_version.__module__ == "bench.tracks.image_robustness.lirpa_compat"
 
 
 def test_patch_node_getitem(auto_lirpa):
@@ -239,7 +239,7 @@ def test_certified_examples_survive_pgd_and_sampling(robust, digits, name):
 
 def test_stale_batchnorm_statistics_are_refreshed(digits, auto_lirpa):
     """auto_LiRPA copies buffers: a cached BoundedModule must follow the model's running statistics."""
-    from bench.models import build_model
+    from bench.tracks.image_robustness.models import build_model
 
     torch.manual_seed(0)
     model = build_model("cnn-bn", digits.spec.input_shape, 10).eval()
@@ -346,7 +346,7 @@ def test_lirpa_deterministic_and_options_run(digits, auto_lirpa):
 
 
 def test_fused_ce_bound_is_sound(robust, digits, auto_lirpa):
-    from defenses.lirpa import _FusedCE
+    from bench_defenses.image_robustness.lirpa import _FusedCE
 
     model, _ = robust
     x, y = digits.test_x[:32], digits.test_y[:32]
@@ -363,7 +363,7 @@ def test_fused_ce_bound_is_sound(robust, digits, auto_lirpa):
 
 
 def test_eps_schedule_by_hand():
-    from defenses.lirpa import smoothed_eps
+    from bench_defenses.image_robustness.lirpa import smoothed_eps
 
     def eps(step):
         return smoothed_eps(step, start=10, length=100, eps_max=1.0)
@@ -382,7 +382,7 @@ def test_eps_schedule_by_hand():
 
 
 def test_beta_schedule():
-    from defenses.lirpa import LiRPA, LiRPAParams
+    from bench_defenses.image_robustness.lirpa import LiRPA, LiRPAParams
 
     crown = LiRPA(LiRPAParams(bound="crown-ibp"))
     assert [crown._beta(e, 0.2) for e in (0.0, 0.1, 0.2)] == pytest.approx([1.0, 0.5, 0.0])
@@ -391,8 +391,8 @@ def test_beta_schedule():
 
 
 def test_ibp_init_std():
-    from bench.models import build_model
-    from defenses.lirpa import ibp_initialise
+    from bench.tracks.image_robustness.models import build_model
+    from bench_defenses.image_robustness.lirpa import ibp_initialise
 
     torch.manual_seed(0)
     model = build_model("cnn", (1, 28, 28), 10)

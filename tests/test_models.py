@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.models import ARCHS, build_model
+from bench.tracks.image_robustness.models import ARCHS, build_model
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 8, 8)]
 PLAIN = (nn.Sequential, nn.Conv2d, nn.Linear, nn.ReLU, nn.BatchNorm2d, nn.Flatten)

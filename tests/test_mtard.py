@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacks.cw_linf import margin
+from bench_attacks.image_robustness.cw_linf import margin
 from bench.context import TrainContext
 from bench.errors import DataMissing
 from bench.hparams import resolve
 from bench.registry import Registry
 from bench.runner import Runner, Selection, plan
-from defenses.mtard import Balance, MTARDParams, entropy, kl_mean
+from bench_defenses.image_robustness.mtard import Balance, MTARDParams, entropy, kl_mean
 
 REGISTRY = Registry()
 

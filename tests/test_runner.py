@@ -182,7 +182,7 @@ def test_evaluator_writes_its_metrics_beside_attacks_on_the_same_model(registry,
 
 
 def test_tracks_without_their_own_tables_get_the_generic_table(registry, tmp_path):
-    from bench.tables.generic import tables
+    from bench.tables import tables
 
     run_grid(registry, tmp_path, ["per-class"])
     recs = [dict(r, track="some-track") for r in records(tmp_path).values()]
@@ -194,6 +194,6 @@ def test_a_plugins_helper_modules_enter_its_cache_key():
     from bench.hashing import code_version, helper_modules
 
     # advstyle's numbers depend on the style layers and the DG training loop in their own modules
-    assert {"bench.style", "bench.dg_training"} <= set(helper_modules("defenses.advstyle"))
-    assert "bench.lirpa_compat" in code_version("attacks.certified")
-    assert "bench.plugins" not in code_version("defenses.pgd_at")  # interfaces, not numbers
+    assert {"bench.tracks.domain_shift.style", "bench.tracks.domain_shift.training"} <= set(helper_modules("bench_defenses.domain_shift.advstyle"))
+    assert "bench.tracks.image_robustness.lirpa_compat" in code_version("bench_attacks.image_robustness.certified")
+    assert "bench.plugins" not in code_version("bench_defenses.image_robustness.pgd_at")  # interfaces, not numbers

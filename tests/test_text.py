@@ -12,9 +12,9 @@ from bench.context import EvalContext, TrainContext
 from bench.hparams import resolve
 from bench.plugins import DataSpec, Splits
 from bench.registry import Registry
-from bench.text import constraints
-from bench.text.attack import BudgetExhausted, Victim, WordAttack
-from bench.text.data import Texts
+from bench.tracks.text_robustness import constraints
+from bench.tracks.text_robustness.attack import BudgetExhausted, Victim, WordAttack
+from bench.tracks.text_robustness.data import Texts
 
 REGISTRY = Registry()
 SPEC = DataSpec("rotten-tomatoes", (), 2)
@@ -29,7 +29,7 @@ NEG = ["a dull and boring film", "truly awful acting here", "boring mess for eve
 def tiny_backbone(tmp_path_factory):
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-    from bench.text.backbone import backbone_path
+    from bench.tracks.text_robustness.backbone import backbone_path
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(backbone_path("minilm"))
@@ -137,7 +137,7 @@ def test_framework_rejects_an_attack_that_breaks_the_constraints():
 
 # ---- models ---------------------------------------------------------------------------------------------
 def test_mvp_has_no_new_head_and_scores_max_over_words_mean_over_templates(tiny_backbone):
-    from bench.text.models import MLPClassifier, PromptClassifier
+    from bench.tracks.text_robustness.models import MLPClassifier, PromptClassifier
 
     torch.manual_seed(0)
     mvp = PromptClassifier(tiny_backbone, TEMPLATES, VERBALIZER, max_length=24).eval()
@@ -159,7 +159,7 @@ def test_mvp_has_no_new_head_and_scores_max_over_words_mean_over_templates(tiny_
 
 
 def test_template_is_never_truncated(tiny_backbone):
-    from bench.text.models import PromptClassifier
+    from bench.tracks.text_robustness.models import PromptClassifier
 
     mvp = PromptClassifier(tiny_backbone, TEMPLATES, VERBALIZER, max_length=16)
     batch = mvp.prepare(Texts(["word " * 40]))
@@ -199,8 +199,8 @@ def test_text_defense_contract_learns_and_is_deterministic(name, tiny_backbone, 
 
 
 def test_embedding_pgd_stays_in_the_ball_and_raises_the_loss(tiny_backbone, tiny_data):
-    from bench.text.models import MLPClassifier
-    from bench.text.training import TextTrainParams, embedding_pgd
+    from bench.tracks.text_robustness.models import MLPClassifier
+    from bench.tracks.text_robustness.training import TextTrainParams, embedding_pgd
 
     torch.manual_seed(0)
     model = MLPClassifier(tiny_backbone, 2, max_length=24).eval()
@@ -213,8 +213,8 @@ def test_embedding_pgd_stays_in_the_ball_and_raises_the_loss(tiny_backbone, tiny
 
 
 def test_text_table_flags_a_near_constant_classifier():
-    from bench.tables.text import tables
-    from bench.text.attack import summary
+    from bench.tracks.text_robustness.table import tables
+    from bench.tracks.text_robustness.attack import summary
 
     def record(defense, outputs):
         rows = [{"result_type": "Failed", "original_output": o, "num_queries": 3, "words_changed": 0,

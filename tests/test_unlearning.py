@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from bench.context import EvalContext, TrainContext
-from bench.datasets.unlearning import forget_remain
+from bench.tracks.unlearning.scenarios import forget_remain
 from bench.hparams import resolve
 from bench.registry import Registry
-from bench.tables.unlearning import tables
+from bench.tracks.unlearning.table import tables
 
 REGISTRY = Registry()
 

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from bench.plugins import IMAGE_TRACK, Defense
-from bench.training import OptimParams, train_classifier
+from bench.plugins import Defense
+from bench.tracks.image_robustness.training import OptimParams, train_classifier
+from bench.tracks.image_robustness import TRACK
 
 
 @dataclass(frozen=True)
@@ -17,14 +18,14 @@ class Params(OptimParams):
 
 class LabelSmoothing(Defense):
     """Cross-entropy against smoothed labels. Threat model: none claimed. Defaults: smoothing 0.1 and the
-    shared training defaults of bench.training.OptimParams."""
+    shared training defaults of bench.tracks.image_robustness.training.OptimParams."""
 
-    track = IMAGE_TRACK
+    track = TRACK
     Params = Params
     profiles = {"smoke": {"epochs": 5, "arch": "cnn-small", "lr": 3e-3, "batch_size": 64}}
 
     def build(self, spec):
-        from bench.models import build_model
+        from bench.tracks.image_robustness.models import build_model
 
         return build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
 

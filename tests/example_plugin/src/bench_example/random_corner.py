@@ -3,7 +3,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.plugins import IMAGE_TRACK, Attack
+from bench.plugins import Attack
+from bench.tracks.image_robustness import TRACK
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,7 @@ class RandomCorner(Attack):
     """Tries ``tries`` random sign vectors x + eps*s and keeps, per example, the first that fools the model.
     Threat model: Linf. Uses only ``ctx.generator``, so it is deterministic under the run's seed."""
 
-    track = IMAGE_TRACK
+    track = TRACK
     norm = "linf"
     Params = Params
     profiles = {"smoke": {"tries": 2}}

@@ -1,0 +1,52 @@
+"""The image-robustness track: image classifiers under Linf/L2 attacks, and certified (verified) accuracy.
+
+Folders: datasets, shared models, the training loop and the PGD core here; attacks in ``attacks/image_robustness/``
+(installed as ``bench_attacks.image_robustness``), defenses in ``defenses/image_robustness/``. The unlearning and
+domain-shift tracks build their classifiers with this track's models and training loop.
+"""
+from __future__ import annotations
+
+from bench.plugins import Track
+
+TRACK = "image-robustness"
+
+ATTACKS = ("fgsm", "pgd-linf", "pgd-l2", "cw-l2", "deepfool", "apgd-ce", "apgd-dlr", "worst-case", "worst-case-l2")
+DEFENSES = ("standard", "pgd-at", "lirpa")
+# CROWN costs ~0.1 s per example on these CPUs: verified accuracy by IBP on the CPU, by both on a GPU.
+CPU_CERTIFIERS = ("certified-ibp",)
+GPU_CERTIFIERS = ("certified-ibp", "certified-crown")
+# Multi-teacher distillation against its baselines, one student architecture per profile.
+MTARD_DEFENSES = ("standard", "pgd-at", "trades", "ard", "mtard")
+MTARD_ATTACKS = ("fgsm", "pgd-linf", "cw-linf", "worst-case")
+
+
+def _grid(defenses, attacks, datasets, profile, seeds=(0,)):
+    return {"defenses": defenses, "attacks": attacks, "datasets": datasets, "seeds": seeds, "profile": profile}
+
+
+class ImageRobustness(Track):
+    """Robust accuracy at the dataset's conventional eps per norm, the per-example worst case over attacks,
+    verified accuracy, robustness curves."""
+
+    suites = {
+        # The README's main job: the image grid on the embedded Fashion-MNIST, CPU-sized.
+        "quick": _grid(DEFENSES, ATTACKS + CPU_CERTIFIERS, ("fashion-mnist",), "quick"),
+        "full": _grid(DEFENSES, ATTACKS + GPU_CERTIFIERS, ("fashion-mnist",), "full"),  # paper-like, for a GPU
+        # Every embedded image dataset, CPU-sized.
+        "image": _grid(DEFENSES, ATTACKS + CPU_CERTIFIERS, ("fashion-mnist", "mnist-5k", "uci-digits"), "quick"),
+        # Seconds: the whole path end to end, for tests.
+        "smoke": _grid(DEFENSES, ATTACKS + CPU_CERTIFIERS, ("uci-digits",), "smoke"),
+        "mtard-quick": _grid(MTARD_DEFENSES, MTARD_ATTACKS, ("fashion-mnist",), "quick"),
+        "mtard-full": _grid(MTARD_DEFENSES, MTARD_ATTACKS, ("fashion-mnist",), "full"),
+    }
+    contract = {"dataset": "uci-digits", "defense": "standard", "inputs": "tensors"}
+
+    def tables(self, records, facts):
+        from bench.tracks.image_robustness import table
+
+        return table.tables(records, facts)
+
+    def figures(self, records, out_dir, facts):
+        from bench.tracks.image_robustness import table
+
+        return table.figures(records, out_dir, facts)

@@ -1,0 +1,85 @@
+"""MVP: Model-tuning Via Prompts (Raman et al., "Model-tuning Via Prompts Makes NLP Models Adversarially
+Robust", EMNLP 2023), and MVP+Adv.
+
+The backbone's own masked-LM head classifies: each of m = 4 templates is spliced into the input (after [CLS];
+before the final [SEP] for templates that start with [SEP]; the text is truncated, never the template), and
+class c scores s_j(c) = max over its label words w of the MLM logit of w at the template's [MASK];
+z(c) = mean_j s_j(c); loss CE(z, y). The whole model is tuned; there is no new randomly initialised head.
+Training draws one random template per example; testing averages all four.
+MVP+Adv adds one-step L2 PGD in word-embedding space on the prompted sequence (eps 1.0, step 1.5 eps, loss
+on the perturbed input only).
+
+Threat model: none claimed (the paper evaluates against word substitutions). Defaults: the paper's SST-2
+templates and label words {negative, positive} for rotten-tomatoes; topic templates and the topic names as
+label words for bbc-news (``templates``/``verbalizer`` override both); the embedded MiniLM-L6 backbone with
+its restored MLM head (``backbone`` takes any local Hugging Face masked-LM folder); AdamW wd 0.01, linear
+decay, batch 32, early stopping on validation accuracy, max 128 tokens.
+Departures from the paper: MiniLM-L6 instead of RoBERTa/BERT-base (what ships offline), with an MLM head
+transform restored on offline corpora (``python -m bench.tracks.text_robustness.head``); CPU-sized budgets in the quick profile
+(1 epoch, lr 5e-5, 1,000 snippets; the paper: 20 epochs, lr 1e-5, batch 8); full: 5 epochs, lr 2e-5.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.errors import UsageError
+from bench.plugins import DataSpec, Defense, Splits
+
+from bench.tracks.text_robustness.training import PROFILES, TextTrainParams, fine_tune
+from bench.tracks.text_robustness import TRACK
+
+TEMPLATES = {
+    "rotten-tomatoes": ("Sentiment of the statement is [MASK] .", "[SEP] [MASK]",
+                        "This is a [MASK] statement", "[SEP] The statement is [MASK]"),
+    "bbc-news": ("Topic of the article is [MASK] .", "[SEP] [MASK]",
+                 "This is a [MASK] article", "[SEP] The article is about [MASK]"),
+}
+VERBALIZERS = {
+    "rotten-tomatoes": (("negative",), ("positive",)),
+    "bbc-news": (("technology",), ("business",), ("politics",), ("sport",), ("entertainment",)),
+}
+
+
+@dataclass(frozen=True)
+class Params(TextTrainParams):
+    templates: tuple[str, ...] = ()  # empty: the dataset's default (TEMPLATES)
+    verbalizer: tuple[tuple[str, ...], ...] = ()  # label words per class; empty: the dataset's default
+
+
+class MVP(Defense):
+    __doc__ = __doc__
+
+    track = TRACK
+    modality = "text"
+    Params = Params
+    profiles = PROFILES
+
+    def _prompts(self, spec: DataSpec):
+        templates = self.params.templates or TEMPLATES.get(spec.name)
+        verbalizer = self.params.verbalizer or VERBALIZERS.get(spec.name)
+        if not templates or not verbalizer:
+            raise UsageError(f"{self.name}: no default templates/label words for dataset {spec.name}; "
+                             f"set {self.name}.templates and {self.name}.verbalizer")
+        if len(verbalizer) != spec.num_classes:
+            raise UsageError(f"{self.name}.verbalizer has {len(verbalizer)} classes, {spec.name} has "
+                             f"{spec.num_classes}")
+        return templates, verbalizer
+
+    def build(self, spec: DataSpec):
+        from bench.tracks.text_robustness.models import PromptClassifier
+
+        templates, verbalizer = self._prompts(spec)
+        return PromptClassifier(self.params.backbone, templates, verbalizer, self.params.max_length)
+
+    def fit(self, model, data: Splits, ctx) -> None:
+        fine_tune(model, data, ctx, self.params, num_templates=len(model.templates), desc=self.name)
+
+
+@dataclass(frozen=True)
+class AdvParams(Params):
+    adv_eps: float = 1.0
+
+
+class MVPAdv(MVP):
+    __doc__ = __doc__
+    Params = AdvParams
