@@ -31,6 +31,7 @@ def robust_mask(model, attack, x: torch.Tensor, y: torch.Tensor, clean_correct: 
         if isinstance(attack, Certifier):
             robust[b] = attack.certify(model, xb, yb, eps, ctx).bool().cpu()
         else:
+            x_adv = ctx.run(attack, model, xb, yb, eps)
             with torch.no_grad():
-                robust[b] = (model(ctx.run(attack, model, xb, yb, eps)).argmax(1) == yb).cpu()
+                robust[b] = (model(x_adv).argmax(1) == yb).cpu()
     return robust

@@ -19,12 +19,12 @@ from typing import Any
 
 from bench import hashing, hparams
 from bench.errors import InvariantViolation, NotCertifiable, UsageError
-from bench.plugins import PROFILES, Attack, Dataset, Defense, Evaluator
+from bench.plugins import PROFILES, Attack, Certifier, Dataset, Defense, Evaluation, Evaluator
 from bench.records import read_record, record_path, write_record
 
-# Shared modules whose code changes a trained model / an evaluation (they enter the cache keys).
-TRAIN_CODE = ("bench.tracks.image_robustness.models", "bench.tracks.image_robustness.training", "bench.tracks.image_robustness.adversarial")
-EVAL_CODE = ("bench.evaluate", "bench.threat", "bench.tracks.image_robustness.adversarial")
+# Core modules whose code changes every evaluation (they enter every cell's key); a plugin's own helpers are found
+# by following its imports (bench.hashing).
+EVAL_CODE = ("bench.evaluate", "bench.threat")
 
 
 @dataclasses.dataclass(frozen=True)

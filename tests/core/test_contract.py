@@ -3,7 +3,11 @@
 Attacks: shapes, finite, the raw perturbation (before the framework's clipping) within eps and bounds,
 robust <= clean, same seed -> same output. Defenses: a model whose logits have the right shape, finite,
 the same weights under the same seed. Datasets: shapes, bounds and labels (skipped when the files are absent).
+Each plugin runs on what its track's ``contract`` names (dataset, defense); a track whose inputs are not
+tensors (``"inputs": "own"``: strings, prompts) checks the same properties in its own tests.
 """
+import functools
+
 import pytest
 import torch
 
@@ -22,29 +26,44 @@ def smoke(kind, name):
     return cls(resolve({name: cls}, "smoke", [])[name])
 
 
-def _skip_text(kind, name):
-    """Text plugins take strings, not tensors: their contract (same properties) is in tests/test_text.py."""
-    if REGISTRY.load(kind, name).modality == "text":
-        pytest.skip("text plugin: contract in tests/test_text.py")
-    if REGISTRY.load(kind, name).modality == "text-to-image":  # prompts in, images out
-        pytest.skip("text-to-image plugin: contract in tests/test_concept_erasure.py")
+def _track(kind, name):
+    cls = REGISTRY.load(kind, name)
+    return REGISTRY.track(cls.tracks[0] if kind == "dataset" else cls.track)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return smoke("dataset", "uci-digits").load()
+def _skip_own(kind, name):
+    track = _track(kind, name)
+    if track.contract.get("inputs") != "tensors":
+        pytest.skip(f"track {track.name} checks this contract in its own tests (inputs: "
+                    f"{track.contract.get('inputs', 'undeclared')})")
 
 
-@pytest.fixture(scope="module")
-def model(digits):
-    """A small classifier trained for a few seconds, so attacks have something to break."""
-    defense = smoke("defense", "standard")
+@pytest.mark.parametrize("name", REGISTRY.names("track"))
+def test_track_declares_its_contract_and_suites(name):
+    track = REGISTRY.track(name)
+    assert track.contract.get("inputs") in ("tensors", "own"), f"{name}: contract['inputs'] must be declared"
+    for kind in ("dataset", "defense"):
+        plugin = REGISTRY.load(kind, track.contract[kind])
+        assert name in (plugin.tracks if kind == "dataset" else plugin.all_tracks())
+    for suite, grid in track.suites.items():
+        assert {"defenses", "attacks", "datasets", "seeds", "profile"} <= set(grid), suite
+        for kind, names in (("defense", grid["defenses"]), ("attack", grid["attacks"]), ("dataset", grid["datasets"])):
+            for plugin in names:
+                REGISTRY.entry(kind, plugin)  # raises for an unknown name
+
+
+@functools.cache
+def _trained(track):
+    """The track's contract dataset and its contract defense's model, trained for a few seconds (smoke), so
+    attacks have something to break."""
+    data = _of_track("dataset", track).load()
+    defense = _of_track("defense", track)
     torch.manual_seed(0)
-    net = defense.build(digits.spec)
-    defense.fit(net, digits, _train_ctx(digits))
+    net = defense.build(data.spec)
+    defense.fit(net, data, _train_ctx(data))
     for p in net.parameters():
         p.requires_grad_(False)
-    return net.eval()
+    return data, net.eval()
 
 
 def _train_ctx(data, seed=0):
@@ -59,11 +78,12 @@ def _attack_ctx(seed=0):
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("attack"))
-def test_attack_contract(name, model, digits):
-    _skip_text("attack", name)
+def test_attack_contract(name):
+    _skip_own("attack", name)
     attack = smoke("attack", name)
     if isinstance(attack, Evaluator):
         return _evaluator_contract(attack)
+    digits, model = _trained(attack.track)
     if isinstance(attack, Certifier):
         return _certifier_contract(attack, model, digits)
     x, y = digits.test_x[:64], digits.test_y[:64]
@@ -100,28 +120,20 @@ def _certifier_contract(certifier, model, digits):
 
 
 def _of_track(kind, track):
-    for name in REGISTRY.names(kind):
-        cls = REGISTRY.load(kind, name)
-        if track in (cls.tracks if kind == "dataset" else cls.all_tracks()):
-            plugin = smoke(kind, name)
-            if kind == "dataset":
-                try:
-                    plugin.check()
-                except DataMissing:
-                    continue  # e.g. a dataset read from a local root: take one that is here
-            return plugin
-    pytest.skip(f"no {kind} of track {track} is registered")
+    """The plugin of ``kind`` that ``track``'s contract names, in the smoke profile."""
+    plugin = smoke(kind, REGISTRY.track(track).contract[kind])
+    if kind == "dataset":
+        try:
+            plugin.check()
+        except DataMissing as exc:
+            pytest.skip(str(exc))
+    return plugin
 
 
 def _evaluator_contract(evaluator):
     """On an untrained model of its track's first defense and dataset: well-formed, finite metrics in [0, 1]
     for fractions, and the same numbers under the same seed."""
-    dataset = _of_track("dataset", evaluator.track)
-    try:
-        dataset.check()
-    except DataMissing as exc:
-        pytest.skip(str(exc))
-    data = dataset.load()
+    data = _of_track("dataset", evaluator.track).load()
     torch.manual_seed(0)
     net = _of_track("defense", evaluator.track).build(data.spec).eval()
     runs = []
@@ -137,11 +149,10 @@ def _evaluator_contract(evaluator):
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("defense"))
-def test_defense_contract(name, digits):
-    _skip_text("defense", name)
+def test_defense_contract(name):
+    _skip_own("defense", name)
     defense = smoke("defense", name)
-    if "image-robustness" not in type(defense).all_tracks():
-        digits = _of_track("dataset", defense.track).load()  # e.g. an unlearning scenario with its forget set
+    digits = _of_track("dataset", defense.track).load()  # e.g. an unlearning scenario with its forget set
     weights = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -158,7 +169,7 @@ def test_defense_contract(name, digits):
 
 @pytest.mark.parametrize("name", REGISTRY.names("dataset"))
 def test_dataset_contract(name):
-    _skip_text("dataset", name)
+    _skip_own("dataset", name)
     dataset = smoke("dataset", name)
     try:
         dataset.check()

@@ -182,18 +182,33 @@ def test_evaluator_writes_its_metrics_beside_attacks_on_the_same_model(registry,
 
 
 def test_tracks_without_their_own_tables_get_the_generic_table(registry, tmp_path):
-    from bench.tables import tables
+    from bench.tables import generic_tables
 
     run_grid(registry, tmp_path, ["per-class"])
     recs = [dict(r, track="some-track") for r in records(tmp_path).values()]
-    md = tables(recs)["uci-digits.md"]
+    md = generic_tables(recs)["uci-digits.md"]
     assert "| standard | per-class |" in md and "class_acc [class 1]" in md and "smoke profile" in md
 
 
 def test_a_plugins_helper_modules_enter_its_cache_key():
-    from bench.hashing import code_version, helper_modules
+    from bench.hashing import code_modules, helper_modules
 
     # advstyle's numbers depend on the style layers and the DG training loop in their own modules
-    assert {"bench.tracks.domain_shift.style", "bench.tracks.domain_shift.training"} <= set(helper_modules("bench_defenses.domain_shift.advstyle"))
-    assert "bench.tracks.image_robustness.lirpa_compat" in code_version("bench_attacks.image_robustness.certified")
-    assert "bench.plugins" not in code_version("bench_defenses.image_robustness.pgd_at")  # interfaces, not numbers
+    assert {"bench.tracks.domain_shift.style", "bench.tracks.domain_shift.training"} <= set(
+        helper_modules("bench_defenses.domain_shift.advstyle"))
+    assert "bench.tracks.image_robustness.lirpa_compat" in code_modules("bench_attacks.image_robustness.certified")
+    assert "bench.data" in code_modules("bench.tracks.image_robustness.fashion_mnist")  # numerical core
+    pgd_at = code_modules("bench_defenses.image_robustness.pgd_at")
+    assert "bench.plugins" not in pgd_at  # interfaces, not numbers
+    assert "bench.tracks.image_robustness" not in pgd_at  # a track's __init__ declares (suites), computes nothing
+
+
+def test_cache_keys_depend_on_the_code_not_on_where_it_sits_or_its_comments():
+    from bench.hashing import _normalised
+
+    code = "import torch\nfrom bench.tracks.image_robustness.models import build_model\n\n" \
+           "def f(x):\n    \"\"\"Doc.\"\"\"\n    from a.b import c  # why\n    return c(x) + 1\n"
+    moved = code.replace("bench.tracks.image_robustness.models", "elsewhere.models").replace("a.b", "a.z")
+    edited = code.replace("# why", "# another reason").replace("Doc.", "Other doc.")
+    changed = code.replace("+ 1", "+ 2")
+    assert _normalised(code) == _normalised(moved) == _normalised(edited) != _normalised(changed)

@@ -5,7 +5,7 @@ import pytest
 
 from bench.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent / "leaderboards"
+ROOT = Path(__file__).resolve().parents[2] / "leaderboards"
 
 
 @pytest.mark.skipif(not (ROOT / "records").is_dir(), reason="no committed records")

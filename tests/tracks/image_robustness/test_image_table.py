@@ -1,11 +1,11 @@
 """Leaderboard tables from synthetic records, compared with golden files.
 
-The goldens ``tests/golden/leaderboard.md`` and ``tests/golden/leaderboard.csv`` are regenerated, never
+The goldens ``golden/leaderboard.md`` and ``golden/leaderboard.csv`` next to this file are regenerated, never
 edited by hand: after an intended change of the output, run
 
-    BENCH_UPDATE_GOLDEN=1 python -m pytest tests/test_leaderboard.py
+    BENCH_UPDATE_GOLDEN=1 python -m pytest tests/tracks/image_robustness/test_image_table.py
 
-and review the diff of tests/golden/ before committing it.
+and review the diff of the golden folder before committing it.
 """
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 
 from bench.errors import UsageError
-from bench.leaderboard import build_tables, check_leaderboards, render_csv, render_markdown, write_leaderboards
+from bench import leaderboard
+from bench.plugins import Facts
 from bench.records import write_record
+from bench.registry import Registry
+from bench.tracks.image_robustness.table import build_tables, render_csv, render_markdown
 
 GOLDEN = Path(__file__).parent / "golden"
 TRACK = "image-robustness"
@@ -27,6 +30,7 @@ HEADLINE = {DATASET: {"linf": (0.1, 0.3)}}
 REPORTED = {"pgd-at": {DATASET: {"pgd-linf @ 0.3": (0.89, "Madry et al. 2018")},
                        "other-set": {"x": (0.5, "not shown")}}}
 SWEEP = (0.05, 0.1, 0.2, 0.3)
+FACTS = Facts(headline=HEADLINE, reported=REPORTED)
 
 
 def make_record(defense: str, attack: str, seed: int, clean: float, robust: dict[float, float], *,
@@ -93,25 +97,31 @@ def synthetic_records() -> list[dict]:
     return records
 
 
+def results_with(out: Path, records: list[dict]) -> Path:
+    for record in records:
+        write_record(out / "records", record)
+    return out
+
+
 @pytest.fixture
-def records_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "records"
-    for record in synthetic_records():
-        write_record(root, record)
-    return root
+def synthetic() -> list[dict]:
+    return synthetic_records()
 
 
-def write(records_dir: Path, out: Path) -> list[Path]:
-    return write_leaderboards(records_dir, out, headline=HEADLINE, reported=REPORTED)
+def write(records: list[dict], out: Path) -> list[Path]:
+    """The image track's files through the leaderboard writer, into the results root ``out``."""
+    if not (out / "records").is_dir():
+        results_with(out, records)
+    return leaderboard.regenerate(Registry(), out, FACTS)
 
 
-def check(records_dir: Path, out: Path) -> list[str]:
-    return check_leaderboards(records_dir, out, headline=HEADLINE, reported=REPORTED)
+def check(records: list[dict], out: Path) -> list[str]:
+    return leaderboard.check(Registry(), out, FACTS)
 
 
-def test_matches_golden(records_dir, tmp_path):
+def test_matches_golden(synthetic, tmp_path):
     out = tmp_path / "out"
-    write(records_dir, out)
+    write(synthetic, out)
     for suffix in ("md", "csv"):
         produced = (out / TRACK / f"{DATASET}.{suffix}").read_text(encoding="utf-8")
         golden = GOLDEN / f"leaderboard.{suffix}"
@@ -121,31 +131,40 @@ def test_matches_golden(records_dir, tmp_path):
         assert produced == golden.read_text(encoding="utf-8"), f"{golden} is out of date (BENCH_UPDATE_GOLDEN=1)"
 
 
-def test_check_is_clean_after_writing_and_names_an_edited_table(records_dir, tmp_path):
+def test_check_is_clean_after_writing_and_names_an_edited_table(synthetic, tmp_path):
     out = tmp_path / "out"
-    write(records_dir, out)
-    assert check(records_dir, out) == []
+    write(synthetic, out)
+    assert check(synthetic, out) == []
     md = out / TRACK / f"{DATASET}.md"
     md.write_text(md.read_text(encoding="utf-8").replace("97.5", "99.9"), encoding="utf-8")
-    assert check(records_dir, out) == [f"{TRACK}/{DATASET}.md (differs from the records)"]
+    assert check(synthetic, out) == [f"{TRACK}/{DATASET}.md (differs from the records)"]
 
 
-def test_check_reports_missing_and_extra_tables(records_dir, tmp_path):
+def test_check_reports_missing_and_extra_tables_and_leaves_other_files_alone(synthetic, tmp_path):
     out = tmp_path / "out"
-    write(records_dir, out)
+    records = synthetic + [make_record("standard", "fgsm", 0, 0.9, {0.1: 0.5}) | {
+        "dataset": {"name": "gone", "params": {}, "origin": "bench 0.1.0"}}]
+    write(records, out)
     (out / TRACK / f"{DATASET}.csv").unlink()
-    (out / TRACK / "gone.md").write_text("old\n", encoding="utf-8")
-    (out / "README.md").write_text("not ours\n", encoding="utf-8")  # top-level files are left alone
-    assert check(records_dir, out) == [f"{TRACK}/gone.md (extra: no records give it)",
-                                       f"{TRACK}/{DATASET}.csv (missing)"]
-    write(records_dir, out)  # rewriting removes the stale table and restores the missing one
-    assert check(records_dir, out) == []
-    assert (out / "README.md").exists()
+    for path in (out / "records").rglob("*.json"):  # the records of dataset "gone" disappear
+        if '"name": "gone"' in path.read_text():
+            path.unlink()
+    user_files = [out / "README.md", out / TRACK / "notes.md", out / "notes" / "analysis.md", out / "data.csv"]
+    for path in user_files:  # not the suite's: never reported, never removed
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine\n", encoding="utf-8")
+    assert check(records, out) == [f"{TRACK}/gone.csv (extra: no records give it)",
+                                   f"{TRACK}/gone.md (extra: no records give it)",
+                                   f"{TRACK}/{DATASET}.csv (missing)"]
+    write(records, out)  # rewriting removes the stale tables and restores the missing one
+    assert check(records, out) == []
+    assert not (out / TRACK / "gone.md").exists()
+    assert all(path.read_text(encoding="utf-8") == "mine\n" for path in user_files)
 
 
-def test_png_written_and_linked(records_dir, tmp_path):
+def test_png_written_and_linked(synthetic, tmp_path):
     out = tmp_path / "out"
-    written = write(records_dir, out)
+    written = write(synthetic, out)
     png = out / TRACK / f"{DATASET}-quick.png"
     assert png in written
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
@@ -153,15 +172,15 @@ def test_png_written_and_linked(records_dir, tmp_path):
     assert f"![robustness curve]({DATASET}-quick.png)" in (out / TRACK / f"{DATASET}.md").read_text("utf-8")
 
 
-def test_output_is_deterministic(records_dir, tmp_path):
-    write(records_dir, tmp_path / "a")
-    write(records_dir, tmp_path / "b")
+def test_output_is_deterministic(synthetic, tmp_path):
+    write(synthetic, tmp_path / "a")
+    write(synthetic, tmp_path / "b")
     for suffix in ("md", "csv"):
         rel = Path(TRACK) / f"{DATASET}.{suffix}"
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     forward = build_tables(synthetic_records(), headline=HEADLINE, reported=REPORTED)
     backward = build_tables(synthetic_records()[::-1], headline=HEADLINE, reported=REPORTED)
-    key = (TRACK, DATASET)
+    key = DATASET
     assert render_markdown(forward[key]) == render_markdown(backward[key])
     assert render_csv(forward[key]) == render_csv(backward[key])
 
@@ -170,7 +189,7 @@ def test_mean_and_sample_std_by_hand():
     # clean 0.90, 0.92, 0.94 -> mean 92.0, sample std 2.0; robust 0.50, 0.60, 0.70 -> 60.0 +- 10.0
     records = [make_record("standard", "worst-case", seed, clean, {0.3: robust}, eval_s=2.0)
                for seed, (clean, robust) in enumerate([(0.90, 0.50), (0.92, 0.60), (0.94, 0.70)])]
-    table = build_tables(records, headline=HEADLINE)[(TRACK, DATASET)]
+    table = build_tables(records, headline=HEADLINE)[DATASET]
     md = render_markdown(table)
     assert "| standard | 92.0 ± 2.0 | 60.0 ± 10.0 | 11.0 | 2.0 | 3 |  |" in md
     header, row = render_csv(table).splitlines()
@@ -181,7 +200,7 @@ def test_mean_and_sample_std_by_hand():
 def test_failed_records_are_ignored_and_no_headline_means_every_eps():
     failed = make_record("pgd-at", "pgd-linf", 0, 0.5, {0.1: 0.4}, status="failed")
     assert build_tables([failed]) == {}
-    table = build_tables(synthetic_records())[(TRACK, DATASET)]
+    table = build_tables(synthetic_records())[DATASET]
     assert [s.profile for s in table.sections] == ["quick", "smoke"]
     quick = table.sections[0]
     assert [c.label for c in quick.columns] == ["worst-case @ 0.1", "worst-case @ 0.3",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).parent / "example_plugin"
+EXAMPLE = Path(__file__).parents[1] / "example_plugin"
 
 
 @pytest.fixture(scope="module")

@@ -172,6 +172,9 @@ def test_figure_grid_is_written(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
     record = _record("erm", 0, (0.9, 0.2, 0.2, 0.2), profile="smoke")
     record["dataset"]["params"] = {"n_train": 32, "n_test": 32, "n_target": 20, "domain_seed": 0}
-    paths = figures([record], tmp_path / "out")
+    from bench.leaderboard import facts
+    from bench.registry import Registry
+
+    paths = figures([record], tmp_path / "out", facts(Registry(), [record]))
     assert paths == [tmp_path / "out" / "digits-dg-domains.png"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

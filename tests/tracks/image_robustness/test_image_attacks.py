@@ -20,7 +20,7 @@ ATTACKS = {
     "cw-l2": "bench_attacks.image_robustness.cw:CWL2", "deepfool": "bench_attacks.image_robustness.deepfool:DeepFoolLinf", "apgd-ce": "bench_attacks.image_robustness.apgd:APGDCE",
     "apgd-dlr": "bench_attacks.image_robustness.apgd:APGDDLR", "worst-case": "bench_attacks.image_robustness.worst_case:WorstCaseLinf",
     "worst-case-l2": "bench_attacks.image_robustness.worst_case:WorstCaseL2",
-    "pgd-no-start": "test_attacks_unit:PGDNoStart",
+    "pgd-no-start": "test_image_attacks:PGDNoStart",
 }
 BOUNDS = (0.0, 1.0)
 
