@@ -57,6 +57,8 @@ def _parser(suite_names) -> argparse.ArgumentParser:
                           "most one per visible GPU (default 1: sequential, in this process)")
 
     lb = sub.add_parser("leaderboard", help="regenerate the leaderboard tables from the records")
+    for command in (run, lb):  # the global option is also accepted after the subcommand
+        command.add_argument("--results", type=Path, default=argparse.SUPPRESS, help="as before the subcommand")
     lb.add_argument("--check", action="store_true",
                     help="fail (exit 1) when the tables on disk differ from what the records give")
     return p

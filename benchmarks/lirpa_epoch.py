@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.tracks.image_robustness import lirpa_compat as lc
 from bench.context import TrainContext
-from bench.tracks.image_robustness.models import build_model
 from bench.plugins import DataSpec, Splits
+from bench.tracks.image_robustness import lirpa_compat as lc
+from bench.tracks.image_robustness.models import build_model
 from bench_defenses.image_robustness.lirpa import LiRPA, LiRPAParams
 
 

@@ -7,8 +7,9 @@ os.environ.setdefault("BENCH_PROGRESS", "0")
 
 @pytest.fixture
 def registry():
-    from bench.registry import Registry
     from plugins_for_tests import EXTRA
+
+    from bench.registry import Registry
 
     return Registry(extra=EXTRA)
 

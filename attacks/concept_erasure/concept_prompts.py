@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import torch
 
-from bench.tracks.concept_erasure.evaluation import (DECISION_RULE, JUDGE, ErasureEvaluator, concept_cases, is_concept,
-                                        judge_of, judge_record, rate_metric, save_grid)
+from bench.tracks.concept_erasure.evaluation import (
+    DECISION_RULE,
+    JUDGE,
+    ErasureEvaluator,
+    concept_cases,
+    is_concept,
+    judge_of,
+    judge_record,
+    rate_metric,
+    save_grid,
+)
 
 
 class ConceptPrompts(ErasureEvaluator):

@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import torch
 
-from bench.tracks.concept_erasure.evaluation import (DECISION_RULE, JUDGE, ErasureEvaluator, frechet_distance, judge_features,
-                                        judge_logits, judge_of, rate_metric, save_grid)
+from bench.tracks.concept_erasure.evaluation import (
+    DECISION_RULE,
+    JUDGE,
+    ErasureEvaluator,
+    frechet_distance,
+    judge_features,
+    judge_logits,
+    judge_of,
+    rate_metric,
+    save_grid,
+)
 
 
 class ErasureUtility(ErasureEvaluator):

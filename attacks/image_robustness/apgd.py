@@ -7,9 +7,9 @@ import torch
 import torchattacks
 from torch import nn
 
-from bench.tracks.image_robustness.adversarial import keep_modes
 from bench.plugins import Attack
 from bench.tracks.image_robustness import TRACK
+from bench.tracks.image_robustness.adversarial import keep_modes
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.tracks.image_robustness.adversarial import random_delta
 from bench.plugins import Attack
 from bench.tracks.image_robustness import TRACK
+from bench.tracks.image_robustness.adversarial import random_delta
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import foolbox
 
-from bench.tracks.image_robustness.adversarial import keep_modes, no_param_grads
 from bench.plugins import Attack
 from bench.tracks.image_robustness import TRACK
+from bench.tracks.image_robustness.adversarial import keep_modes, no_param_grads
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.tracks.image_robustness.adversarial import pgd
 from bench.plugins import Attack
 from bench.tracks.image_robustness import TRACK
+from bench.tracks.image_robustness.adversarial import pgd
 
 
 @dataclass(frozen=True)

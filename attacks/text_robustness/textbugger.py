@@ -15,8 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.tracks.text_robustness.attack import (WordAttack, WordAttackParams, deletion_importance, greedy_substitute, split_word,
-                               substitute)
+from bench.tracks.text_robustness.attack import (
+    WordAttack,
+    WordAttackParams,
+    deletion_importance,
+    greedy_substitute,
+    split_word,
+    substitute,
+)
 
 VISUAL = {"o": "0", "l": "1", "i": "1", "a": "@", "e": "3", "s": "$", "g": "9", "b": "6", "t": "7", "z": "2"}
 LETTERS = "abcdefghijklmnopqrstuvwxyz"

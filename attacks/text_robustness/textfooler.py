@@ -17,8 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.tracks.text_robustness.attack import (WordAttack, WordAttackParams, deletion_importance, greedy_substitute, split_word,
-                               substitute)
+from bench.tracks.text_robustness.attack import (
+    WordAttack,
+    WordAttackParams,
+    deletion_importance,
+    greedy_substitute,
+    split_word,
+    substitute,
+)
 
 
 @dataclass(frozen=True)

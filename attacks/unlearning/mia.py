@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.tracks.unlearning.scenarios import forget_remain
 from bench.plugins import Evaluator
 from bench.tracks.unlearning import TRACK
+from bench.tracks.unlearning.scenarios import forget_remain
 
 
 @dataclass(frozen=True)

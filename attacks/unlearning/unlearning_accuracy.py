@@ -1,9 +1,9 @@
 """Accuracy of an unlearned model on the scenario's remaining, forget and test data."""
 from __future__ import annotations
 
-from bench.tracks.unlearning.scenarios import forget_remain
 from bench.plugins import Evaluator
 from bench.tracks.unlearning import TRACK
+from bench.tracks.unlearning.scenarios import forget_remain
 
 
 class UnlearningAccuracy(Evaluator):

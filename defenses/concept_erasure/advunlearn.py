@@ -1,6 +1,6 @@
 """AdvUnlearn -- robust concept erasure by adversarial training of the text encoder (Zhang et al., NeurIPS'24).
 
-Outer problem (methods.md section 6): train the text encoder's transformer layers (token and position
+Outer problem: train the text encoder's transformer layers (token and position
 embeddings frozen, UNet frozen) on l_u(theta, c_adv) + gamma * l_retain, where
 l_u = MSE(eps(x_t, E_theta(c_adv)), eps_hat) with the ESD target eps_hat = eps*(x_t, "") - eta (eps*(x_t, c) -
 eps*(x_t, "")) of the original model eps*, and l_retain = MSE(eps(x_t, E_theta(c_r)), eps*(x_t, E*(c_r))) on
@@ -23,8 +23,15 @@ import dataclasses
 
 import torch
 
-from bench.tracks.concept_erasure.erasure import (MODEL_PROFILES, ErasureDefense, ModelParams, denoise_loss, encode_prefixed,
-                                     random_token_embeddings, trajectory_pool)
+from bench.tracks.concept_erasure.erasure import (
+    MODEL_PROFILES,
+    ErasureDefense,
+    ModelParams,
+    denoise_loss,
+    encode_prefixed,
+    random_token_embeddings,
+    trajectory_pool,
+)
 from bench.tracks.concept_erasure.model import FULL_GUIDANCE
 
 

@@ -2,7 +2,7 @@
 
 Fine-tunes the model so that, under the concept's prompts, it predicts the negatively guided noise of the
 original model: eps_hat = eps*(x_t, "") - eta (eps*(x_t, c) - eps*(x_t, "")), loss MSE(eps(x_t, c), eps_hat),
-x_t on DDIM trajectories of the original model under c (methods.md section 6; eta 1).
+x_t on DDIM trajectories of the original model under c (eta 1).
 
 Which weights: ``train="xattn"`` (ESD-x, the default) tunes the UNet's cross-attention (attn2) layers only --
 the parameters that read the text, so the edit stays specific to prompts (ESD's choice for specific concepts
@@ -13,7 +13,7 @@ Threat model: prompts only. Defaults: the class's 24 training captions as c; 4 t
 DDIM steps, guidance 3; Adam lr 5e-4, 200 iterations of batch 16 (quick). Departures: x_t are drawn from a pool
 of trajectories computed once with the frozen original model (the same distribution as sampling them at every
 iteration, since the original does not change), and far fewer iterations with a larger learning rate than SD's 1e-5 (tiny model); ESD samples x_t with the
-model being trained, methods.md's AdvUnlearn recipe with the original one (used here).
+model being trained, AdvUnlearn's recipe with the original one (used here).
 """
 from __future__ import annotations
 
@@ -22,7 +22,13 @@ from typing import Literal
 
 import torch
 
-from bench.tracks.concept_erasure.erasure import MODEL_PROFILES, ErasureDefense, ModelParams, denoise_loss, trajectory_pool
+from bench.tracks.concept_erasure.erasure import (
+    MODEL_PROFILES,
+    ErasureDefense,
+    ModelParams,
+    denoise_loss,
+    trajectory_pool,
+)
 from bench.tracks.concept_erasure.model import FULL_GUIDANCE
 
 

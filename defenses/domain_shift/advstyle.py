@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.tracks.domain_shift.training import DGDefense, DGParams
 from bench.tracks.domain_shift.style import AdvStyle as AdvStyleLayer
+from bench.tracks.domain_shift.training import DGDefense, DGParams
 
 
 @dataclass(frozen=True)

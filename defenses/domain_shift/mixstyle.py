@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.tracks.domain_shift.training import DGDefense, DGParams
 from bench.tracks.domain_shift.style import MixStyle as MixStyleLayer
+from bench.tracks.domain_shift.training import DGDefense, DGParams
 
 
 @dataclass(frozen=True)

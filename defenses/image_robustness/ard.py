@@ -8,10 +8,15 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from bench.tracks.image_robustness.adversarial import pgd
-from bench.plugins import DataSpec, Defense, Splits
-from bench.tracks.image_robustness.training import OptimParams, train_classifier
+from bench.plugins import Splits
 from bench.tracks.image_robustness import TRACK
+from bench.tracks.image_robustness.adversarial import pgd
+from bench.tracks.image_robustness.training import ClassifierDefense, OptimParams, train_classifier
+
+# The distillation defenses (ARD, MTARD) share their budgets per profile, so that their rows compare.
+DISTILLATION_PROFILES = {
+    "smoke": {"epochs": 5, "steps": 2, "lr": 3e-3, "batch_size": 64}, "quick": {"teacher_width": 1},
+    "full": {"epochs": 10, "steps": 10, "arch": "cnn", "batch_size": 256, "teacher_epochs": 10}}
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ def teacher_overrides(p) -> dict:
     return {"width": p.teacher_width, **({"epochs": p.teacher_epochs} if p.teacher_epochs is not None else {})}
 
 
-class ARD(Defense):
+class ARD(ClassifierDefense):
     """Loss alpha * t^2 * KL(T(x)/t || S(x')/t) + (1 - alpha) * CE(S(x), y): the student S on adversarial
     inputs x' (PGD on S's cross-entropy, uniform random start) matches the robust teacher T's softened output
     on the *clean* input x.
@@ -50,13 +55,8 @@ class ARD(Defense):
     track = TRACK
     Params = ARDParams
     # quick: the cached pgd-at row's model as the teacher (a 2x wider one costs ~4x pgd-at on these CPUs)
-    profiles = {"smoke": {"epochs": 5, "steps": 2, "lr": 3e-3, "batch_size": 64}, "quick": {"teacher_width": 1},
-                "full": {"epochs": 10, "steps": 10, "arch": "cnn", "batch_size": 256, "teacher_epochs": 10}}
+    profiles = DISTILLATION_PROFILES
 
-    def build(self, spec: DataSpec):
-        from bench.tracks.image_robustness.models import build_model
-
-        return build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
 
     def fit(self, model, data: Splits, ctx) -> None:
         p = self.params

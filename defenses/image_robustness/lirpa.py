@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.plugins import DataSpec, Defense, Splits
-from bench.tracks.image_robustness.training import OptimParams, make_optimizer
+from bench.plugins import DataSpec, Splits
 from bench.tracks.image_robustness import TRACK
+from bench.tracks.image_robustness.training import ClassifierDefense, OptimParams, make_optimizer
 
 SCHED_MID = 0.4  # the polynomial part of the eps ramp covers its first 40% (auto_LiRPA's "smoothed" schedule)
 SCHED_POWER = 4.0  # ... and grows like t^4
@@ -126,7 +126,7 @@ class _FusedCE(nn.Module):
         return torch.exp(z - z.gather(1, y.unsqueeze(1))).sum(dim=1, keepdim=True)
 
 
-class LiRPA(Defense):
+class LiRPA(ClassifierDefense):
     """CROWN-IBP certified training (Zhang et al., ICLR 2020) through auto_LiRPA (Xu et al., NeurIPS 2020).
 
     Threat model: Linf, trained at eps_max = ``train_eps_factor`` (1.1) x the dataset's first Linf budget unless
@@ -160,7 +160,7 @@ class LiRPA(Defense):
       of the training set per epoch (``max_train_batches``, a CPU budget) and trains with IBP only (CROWN-IBP is
       ~7x the cost of IBP per step on these CPUs).
     - No kappa mixing with the natural CE (CROWN-IBP mixes kappa CE_nat + (1 - kappa) CE_rob): the robust loss
-      alone once eps_t > 0, as in methods.md and auto_LiRPA's training examples.
+      alone once eps_t > 0, as in auto_LiRPA's training examples.
     - Cosine learning-rate decay (the suite's shared optimiser) instead of the papers' step decays.
     - Smaller models than the papers' (cnn-small / cnn, not the CROWN-IBP "DM-large" or Shi et al.'s CNN-7).
     - BatchNorm (``cnn-bn``): bounds use the clean batch's statistics in training and the running statistics at
@@ -187,9 +187,7 @@ class LiRPA(Defense):
     }
 
     def build(self, spec: DataSpec):
-        from bench.tracks.image_robustness.models import build_model
-
-        model = build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
+        model = super().build(spec)
         if self.params.ibp_init:
             ibp_initialise(model)
         return model

@@ -9,10 +9,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from bench.plugins import DataSpec, Defense, Splits
-from bench.tracks.image_robustness.training import OptimParams
-from bench_defenses.image_robustness.ard import teacher_overrides
+from bench.plugins import Splits
 from bench.tracks.image_robustness import TRACK
+from bench.tracks.image_robustness.training import ClassifierDefense, OptimParams
+from bench_defenses.image_robustness.ard import DISTILLATION_PROFILES, teacher_overrides
 
 ADV, NAT = 0, 1  # index of the robust (adversarial) and the clean (natural) teacher in weights/temperatures
 
@@ -93,7 +93,7 @@ class Balance:
         return {"w_adv": w[ADV], "w_nat": w[NAT], "tau_adv": tau[ADV], "tau_nat": tau[NAT]}
 
 
-class MTARD(Defense):
+class MTARD(ClassifierDefense):
     """A student distilled from two frozen teachers: the clean teacher T_n (the ``standard`` defense's model) on
     clean inputs and the robust teacher T_a (``pgd-at`` or ``trades``, ``teacher_width`` times wider) on PGD
     examples x' crafted against the student. Loss w_adv * KL(softmax(T_a(x')/tau_adv) || softmax(S(x'))) +
@@ -121,13 +121,8 @@ class MTARD(Defense):
     track = TRACK
     Params = MTARDParams
     # quick: the cached pgd-at row's model as the teacher (a 2x wider one costs ~4x pgd-at on these CPUs)
-    profiles = {"smoke": {"epochs": 5, "steps": 2, "lr": 3e-3, "batch_size": 64}, "quick": {"teacher_width": 1},
-                "full": {"epochs": 10, "steps": 10, "arch": "cnn", "batch_size": 256, "teacher_epochs": 10}}
+    profiles = DISTILLATION_PROFILES
 
-    def build(self, spec: DataSpec):
-        from bench.tracks.image_robustness.models import build_model
-
-        return build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
 
     def fit(self, model, data: Splits, ctx) -> None:
         p = self.params

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.tracks.image_robustness.adversarial import pgd
-from bench.plugins import DataSpec, Defense, Splits
-from bench.tracks.image_robustness.training import OptimParams, train_classifier
+from bench.plugins import Splits
 from bench.tracks.image_robustness import TRACK
+from bench.tracks.image_robustness.adversarial import pgd
+from bench.tracks.image_robustness.training import ClassifierDefense, OptimParams, train_classifier
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class PGDATParams(OptimParams):
     random_start: bool = True
 
 
-class PGDAT(Defense):
+class PGDAT(ClassifierDefense):
     """Min-max training: every batch is replaced by Linf PGD examples crafted against the current model.
 
     Threat model: Linf, eps = the dataset's first budget unless set. Defaults: the shared small CNN (cnn-small; cnn in the full profile), Adam 1e-3
@@ -33,10 +33,6 @@ class PGDAT(Defense):
     profiles = {"smoke": {"epochs": 5, "steps": 2, "lr": 3e-3, "batch_size": 64},
                 "full": {"epochs": 20, "steps": 10, "arch": "cnn"}}
 
-    def build(self, spec: DataSpec):
-        from bench.tracks.image_robustness.models import build_model
-
-        return build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
 
     def fit(self, model, data: Splits, ctx) -> None:
         p = self.params

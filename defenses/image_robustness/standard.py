@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.plugins import DataSpec, Defense, Splits
-from bench.tracks.image_robustness.training import OptimParams, train_classifier
+from bench.plugins import Splits
 from bench.tracks.image_robustness import TRACK
+from bench.tracks.image_robustness.training import ClassifierDefense, OptimParams, train_classifier
 
 
 @dataclass(frozen=True)
@@ -13,7 +13,7 @@ class StandardParams(OptimParams):
     pass
 
 
-class Standard(Defense):
+class Standard(ClassifierDefense):
     """Cross-entropy training on clean inputs.
 
     Threat model: none (it is the baseline). Defaults: the shared small CNN (cnn-small; cnn in the full profile), Adam 1e-3 with a cosine schedule,
@@ -24,10 +24,6 @@ class Standard(Defense):
     Params = StandardParams
     profiles = {"smoke": {"epochs": 5, "lr": 3e-3, "batch_size": 64}, "full": {"epochs": 20, "arch": "cnn"}}
 
-    def build(self, spec: DataSpec):
-        from bench.tracks.image_robustness.models import build_model
-
-        return build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
 
     def fit(self, model, data: Splits, ctx) -> None:
         train_classifier(model, data, ctx, self.params, desc=self.name)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench.plugins import DataSpec, Defense, Splits
-from bench.tracks.image_robustness.training import OptimParams, train_classifier
+from bench.plugins import Splits
 from bench.tracks.image_robustness import TRACK
+from bench.tracks.image_robustness.training import ClassifierDefense, OptimParams, train_classifier
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def kl_pgd(model, x: torch.Tensor, eps: float, step: float, steps: int, bounds, 
     return x_adv.detach()
 
 
-class TRADES(Defense):
+class TRADES(ClassifierDefense):
     """Loss CE(f(x), y) + beta * KL(f(x) || f(x')), where x' maximises that KL inside the Linf eps-ball.
 
     Threat model: Linf, eps = the dataset's first budget unless set. Defaults: the shared small CNN (cnn-small;
@@ -55,10 +55,6 @@ class TRADES(Defense):
     profiles = {"smoke": {"epochs": 5, "steps": 2, "lr": 3e-3, "batch_size": 64},
                 "full": {"epochs": 10, "steps": 10, "arch": "cnn", "batch_size": 256}}
 
-    def build(self, spec: DataSpec):
-        from bench.tracks.image_robustness.models import build_model
-
-        return build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
 
     def fit(self, model, data: Splits, ctx) -> None:
         p = self.params

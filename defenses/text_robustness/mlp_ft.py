@@ -16,9 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.plugins import DataSpec, Defense, Splits
-
-from bench.tracks.text_robustness.training import PROFILES, TextTrainParams, fine_tune
 from bench.tracks.text_robustness import TRACK
+from bench.tracks.text_robustness.training import PROFILES, TextTrainParams, fine_tune
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 from bench.errors import UsageError
 from bench.plugins import DataSpec, Defense, Splits
-
-from bench.tracks.text_robustness.training import PROFILES, TextTrainParams, fine_tune
 from bench.tracks.text_robustness import TRACK
+from bench.tracks.text_robustness.training import PROFILES, TextTrainParams, fine_tune
 
 TEMPLATES = {
     "rotten-tomatoes": ("Sentiment of the statement is [MASK] .", "[SEP] [MASK]",

@@ -4,8 +4,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from bench.tracks.unlearning.scenarios import TrainParams, UnlearningDefense, forget_remain, method_profiles, train_subset
 from bench.tracks.image_robustness.training import train_classifier
+from bench.tracks.unlearning.scenarios import (
+    TrainParams,
+    UnlearningDefense,
+    forget_remain,
+    method_profiles,
+    train_subset,
+)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.tracks.unlearning.scenarios import (TrainParams, UnlearningDefense, forget_remain, method_profiles,
-                                       split_head, train_subset)
 from bench.tracks.image_robustness.training import OptimParams, train_classifier
+from bench.tracks.unlearning.scenarios import (
+    TrainParams,
+    UnlearningDefense,
+    forget_remain,
+    method_profiles,
+    split_head,
+    train_subset,
+)
 
 # The paper's temperature per task: 5 for random data removal, 20 for class and noisy-label removal.
 TAU_BY_KIND = {"random": 5.0, "class": 20.0, "noisy": 20.0}
@@ -173,7 +179,7 @@ class LAFR(LAF):
     embeddings). The only labels it reads are those ``repair_n``.
 
     Defaults: LAF's, plus ``repair_n`` 500, Adam 1e-3 (cosine), ``repair_epochs`` 10, batch 64.
-    Departures: the paper's repair subset size and schedule are not fixed in methods.md; these are ours.
+    Departures: the paper fixes no repair subset size or schedule; these are ours.
     """
 
     Params = RepairParams

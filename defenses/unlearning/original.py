@@ -1,8 +1,8 @@
 """The original model of an unlearning scenario: what every unlearning method starts from."""
 from __future__ import annotations
 
-from bench.tracks.unlearning.scenarios import UnlearningDefense
 from bench.tracks.image_robustness.training import train_classifier
+from bench.tracks.unlearning.scenarios import UnlearningDefense
 
 
 class Original(UnlearningDefense):

@@ -6,8 +6,14 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.tracks.unlearning.scenarios import TrainParams, UnlearningDefense, forget_remain, method_profiles, train_subset
 from bench.tracks.image_robustness.training import train_classifier
+from bench.tracks.unlearning.scenarios import (
+    TrainParams,
+    UnlearningDefense,
+    forget_remain,
+    method_profiles,
+    train_subset,
+)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Retrain: the unlearning reference (exact unlearning)."""
 from __future__ import annotations
 
-from bench.tracks.unlearning.scenarios import forget_remain, train_subset, UnlearningDefense
 from bench.tracks.image_robustness.training import train_classifier
+from bench.tracks.unlearning.scenarios import UnlearningDefense, forget_remain, train_subset
 
 
 class Retrain(UnlearningDefense):

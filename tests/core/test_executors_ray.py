@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_executors import registry_with
 
 from bench.runner import Runner, Selection, plan
-from test_executors import registry_with
 
 # Not run on the tested model: what differs between two runs of the same grid.
 VARYING = ("timings", "hardware", "created", "git_commit")
@@ -36,8 +36,9 @@ def records(results):
 
 
 def test_ray_gives_the_same_records_as_a_sequential_run(ray_cluster, tmp_path, capfd):
-    from bench.executors_ray import run_ray
     from plugins_for_tests import EXTRA
+
+    from bench.executors_ray import run_ray
 
     extra, registry = registry_with(EXTRA)
     # needs-teacher trains on standard's cached model; the worst case reuses fgsm's and pgd's per-example results
@@ -70,9 +71,10 @@ def test_ray_gives_the_same_records_as_a_sequential_run(ray_cluster, tmp_path, c
 
 
 def test_a_raising_or_dying_task_fails_only_its_cells(ray_cluster, tmp_path, capfd):
-    from bench.executors_ray import run_ray
     from plugins_for_executors import EXTRA as FAILING
     from plugins_for_tests import EXTRA
+
+    from bench.executors_ray import run_ray
 
     extra, registry = registry_with(EXTRA, FAILING)
     sel = Selection(defenses=("raises", "dies", "standard"), attacks=("fgsm", "fail"), datasets=("uci-digits",),

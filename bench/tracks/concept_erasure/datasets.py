@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from bench.tracks.image_robustness.fashion_mnist import FashionMNIST
-
-from bench.tracks.concept_erasure.captions import concept_class, concept_prompts, retain_prompts, training_captions
 from bench.plugins import Dataset, Splits
 from bench.tracks.concept_erasure import MODALITY, TRACK
+from bench.tracks.concept_erasure.captions import concept_class, concept_prompts, retain_prompts, training_captions
+from bench.tracks.image_robustness.fashion_mnist import FashionMNIST
 
 
 @dataclasses.dataclass(frozen=True)

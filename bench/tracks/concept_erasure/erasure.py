@@ -7,11 +7,10 @@ import dataclasses
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
-from bench.tracks.concept_erasure.model import Cond, TextToImage
 from bench.plugins import Defense
 from bench.tracks.concept_erasure import MODALITY, TRACK
+from bench.tracks.concept_erasure.model import Cond, TextToImage
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.tracks.concept_erasure.erasure import encode_prefixed
-from bench.tracks.concept_erasure.model import FULL_GUIDANCE, TextToImage, for_judge
 from bench.plugins import Evaluator
 from bench.tracks.concept_erasure import MODALITY, TRACK
+from bench.tracks.concept_erasure.erasure import encode_prefixed
+from bench.tracks.concept_erasure.model import FULL_GUIDANCE, TextToImage, for_judge
 
 JUDGE = "standard"
 DECISION_RULE = "argmax of the judge's logits == the concept's class"

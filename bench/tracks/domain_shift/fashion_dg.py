@@ -20,10 +20,10 @@ import dataclasses
 import numpy as np
 
 from bench.data import read_mnist_folder, subsample, to_splits
-from bench.tracks.image_robustness.fashion_mnist import FashionMNIST
 from bench.plugins import Dataset, Splits
 from bench.tracks import domain_shift, image_robustness
 from bench.tracks.domain_shift import domains as dom
+from bench.tracks.image_robustness.fashion_mnist import FashionMNIST
 
 NOTES = {
     "m-blend": "test images blended with random crops of 2 photographs, |patch - x| (MNIST-M recipe)",

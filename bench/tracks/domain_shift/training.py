@@ -12,12 +12,11 @@ from torch import nn
 
 from bench.context import TrainContext
 from bench.data import stratified_split
-
 from bench.errors import UsageError
-from bench.plugins import DataSpec, Defense, Splits
-from bench.tracks.domain_shift.style import insert_style_layers, seed_style_layers
-from bench.tracks.image_robustness.training import OptimParams, make_optimizer
+from bench.plugins import DataSpec, Splits
 from bench.tracks import domain_shift, image_robustness
+from bench.tracks.domain_shift.style import insert_style_layers, seed_style_layers
+from bench.tracks.image_robustness.training import ClassifierDefense, OptimParams, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ DG_PROFILES = {"smoke": {"epochs": 3, "lr": 3e-3, "batch_size": 64},
                "full": {"epochs": 20, "arch": "cnn-bn", "batch_size": 256}}
 
 
-class DGDefense(Defense):
+class DGDefense(ClassifierDefense):
     """A domain-generalisation classifier: the shared CNN, plus ``style_layer(channels)`` after its early conv
     blocks when the method defines one. Also evaluated in the image-robustness grid."""
 
@@ -45,9 +44,7 @@ class DGDefense(Defense):
         return None
 
     def build(self, spec: DataSpec) -> nn.Module:
-        from bench.tracks.image_robustness.models import build_model
-
-        model = build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
+        model = super().build(spec)
         if type(self).style_layer is DGDefense.style_layer:  # ERM: the plain CNN
             return model
         try:

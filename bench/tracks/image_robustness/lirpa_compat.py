@@ -2,7 +2,7 @@
 ``certified-*`` certifiers share.
 
 ``import_auto_lirpa()`` returns the ``auto_LiRPA`` module. The only release on PyPI (0.3, 2022) was written for
-torch < 1.13 and numpy 1; on torch 2.x + numpy 2 it breaks in four places (shared/environment.md). Each fix
+torch < 1.13 and numpy 1; on torch 2.x + numpy 2 it breaks in four places. Each fix
 below is applied only when the installed versions need it, detected by the very failure it repairs:
 
 1. ``numpy_arraysetops`` -- ``import auto_LiRPA`` fails on ``numpy.lib.arraysetops`` (removed in numpy 2).

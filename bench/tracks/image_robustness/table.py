@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UsageError
-from bench.tables import (GENERATED, by_dataset, canon, dedupe, fmt, md_row, provenance, variant,
-                          variant_labels)
+from bench.tables import GENERATED, by_dataset, canon, dedupe, fmt, md_row, provenance, variant, variant_labels
 
 WORST_CASE = ("worst-case", "worst-case-l2")  # their columns come right after Clean: the headline number
 CURVE_MIN_EPS = 3  # an attack with robust_acc at this many eps is a curve (sweep) attack

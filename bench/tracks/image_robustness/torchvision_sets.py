@@ -21,8 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import (MNIST_EPSILONS, MNIST_FILES, MNIST_SWEEP, CorruptData, default_data_root,
-                                   find_idx_folder, read_mnist_folder, to_splits)
+from bench.data import (
+    MNIST_EPSILONS,
+    MNIST_FILES,
+    MNIST_SWEEP,
+    CorruptData,
+    default_data_root,
+    find_idx_folder,
+    read_mnist_folder,
+    to_splits,
+)
 from bench.errors import DataMissing
 from bench.plugins import Dataset, Splits
 from bench.tracks.image_robustness import TRACK

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.context import TrainContext
-from bench.plugins import Splits
+from bench.plugins import DataSpec, Defense, Splits
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,16 @@ class OptimParams:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: Literal["cosine", "constant"] = "cosine"
+
+
+class ClassifierDefense(Defense):
+    """A defense that trains one of the suite's image classifiers, chosen by its ``arch`` and ``width`` params
+    (``OptimParams``); ``fit`` is the defense's own."""
+
+    def build(self, spec: DataSpec) -> nn.Module:
+        from bench.tracks.image_robustness.models import build_model
+
+        return build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
 
 
 def make_optimizer(model: nn.Module, p: OptimParams, steps_total: int):

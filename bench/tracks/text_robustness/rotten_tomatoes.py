@@ -17,7 +17,6 @@ from bench.errors import DataMissing
 from bench.plugins import Dataset, Splits
 from bench.tracks.text_robustness import TRACK
 
-
 LABELS = {"rotten": 0, "fresh": 1}
 
 

@@ -27,12 +27,12 @@ from typing import ClassVar
 
 import numpy as np
 
+from bench.errors import UsageError
+from bench.plugins import Dataset, Splits
 from bench.tracks.image_robustness.fashion_mnist import FashionMNIST
 from bench.tracks.image_robustness.torchvision_sets import CIFAR10
+from bench.tracks.image_robustness.training import ClassifierDefense, OptimParams
 from bench.tracks.image_robustness.uci_digits import UCIDigits
-from bench.errors import UsageError
-from bench.plugins import Dataset, Defense, Splits
-from bench.tracks.image_robustness.training import OptimParams
 from bench.tracks.unlearning import TRACK
 
 KINDS = ("random", "class", "noisy")
@@ -204,17 +204,13 @@ def split_head(model):
     raise UsageError(f"cannot split {type(model).__name__} into an extractor and a linear head")
 
 
-class UnlearningDefense(Defense):
+class UnlearningDefense(ClassifierDefense):
     """A method of the unlearning track; ``fit`` starts from a copy of the scenario's original model."""
 
     track = TRACK
     Params = TrainParams
     profiles = TRAIN_PROFILES
 
-    def build(self, spec):
-        from bench.tracks.image_robustness.models import build_model
-
-        return build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
 
     def original(self, ctx):
         """The runner's cached original model trained with this method's training fields (frozen, shared)."""

@@ -6,11 +6,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.tracks.concept_erasure.erasure import Pool, denoise_loss, encode_prefixed, random_token_embeddings, trajectory_pool
-from bench.tracks.concept_erasure.evaluation import frechet_distance, optimise_prefix, wilson
-from bench.tracks.concept_erasure.model import TextToImage
 from bench.hparams import resolve
 from bench.registry import Registry
+from bench.tracks.concept_erasure.erasure import (
+    Pool,
+    denoise_loss,
+    encode_prefixed,
+    random_token_embeddings,
+    trajectory_pool,
+)
+from bench.tracks.concept_erasure.evaluation import frechet_distance, optimise_prefix, wilson
+from bench.tracks.concept_erasure.model import TextToImage
 
 REGISTRY = Registry()
 

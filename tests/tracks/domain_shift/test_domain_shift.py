@@ -8,10 +8,17 @@ from torch import nn
 
 from bench.context import TrainContext
 from bench.tracks.domain_shift.digits_dg import DigitsDG
+from bench.tracks.domain_shift.style import (
+    DSU,
+    AdvStyle,
+    MixStyle,
+    channel_stats,
+    insert_style_layers,
+    seed_style_layers,
+)
+from bench.tracks.domain_shift.table import figures, tables
 from bench.tracks.domain_shift.training import DGParams, train_with_source_validation
 from bench.tracks.image_robustness.models import build_model
-from bench.tracks.domain_shift.style import DSU, AdvStyle, MixStyle, channel_stats, insert_style_layers, seed_style_layers
-from bench.tracks.domain_shift.table import figures, tables
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ import torch
 
 from bench import data as common
 from bench.data import CorruptData, read_idx, stratified_split, subsample, subsample_indices
+from bench.errors import DataMissing
+from bench.plugins import Splits
+from bench.tracks.image_robustness import TRACK
 from bench.tracks.image_robustness.fashion_mnist import DEBIAN_DIR, FashionMNIST
 from bench.tracks.image_robustness.mnist5k import MNIST5k
 from bench.tracks.image_robustness.torchvision_sets import CIFAR10, MNIST
 from bench.tracks.image_robustness.uci_digits import UCIDigits
-from bench.errors import DataMissing
-from bench.plugins import Splits
-from bench.tracks.image_robustness import TRACK
 
 N_PER_CLASS = {"train": 6, "t10k": 3}  # 60 train, 30 test images in the fake roots
 

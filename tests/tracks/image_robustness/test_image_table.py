@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import UsageError
 from bench import leaderboard
+from bench.errors import UsageError
 from bench.plugins import Facts
 from bench.records import write_record
 from bench.registry import Registry

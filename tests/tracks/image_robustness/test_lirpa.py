@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.tracks.image_robustness import lirpa_compat as lc
 from bench.context import AttackContext, TrainContext
 from bench.errors import NotCertifiable
 from bench.hparams import resolve
 from bench.registry import Registry
+from bench.tracks.image_robustness import lirpa_compat as lc
 
 REGISTRY = Registry()
 EPS = 0.1  # uci-digits' first Linf budget; lirpa trains at 1.1x that

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench_attacks.image_robustness.cw_linf import margin
 from bench.context import TrainContext
 from bench.errors import DataMissing
 from bench.hparams import resolve
 from bench.registry import Registry
 from bench.runner import Runner, Selection, plan
+from bench_attacks.image_robustness.cw_linf import margin
 from bench_defenses.image_robustness.mtard import Balance, MTARDParams, entropy, kl_mean
 
 REGISTRY = Registry()

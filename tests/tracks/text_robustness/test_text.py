@@ -213,8 +213,8 @@ def test_embedding_pgd_stays_in_the_ball_and_raises_the_loss(tiny_backbone, tiny
 
 
 def test_text_table_flags_a_near_constant_classifier():
-    from bench.tracks.text_robustness.table import tables
     from bench.tracks.text_robustness.attack import summary
+    from bench.tracks.text_robustness.table import tables
 
     def record(defense, outputs):
         rows = [{"result_type": "Failed", "original_output": o, "num_queries": 3, "words_changed": 0,

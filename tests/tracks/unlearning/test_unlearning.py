@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from bench.context import EvalContext, TrainContext
-from bench.tracks.unlearning.scenarios import forget_remain
 from bench.hparams import resolve
 from bench.registry import Registry
+from bench.tracks.unlearning.scenarios import forget_remain
 from bench.tracks.unlearning.table import tables
 
 REGISTRY = Registry()

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from bench.plugins import Defense
-from bench.tracks.image_robustness.training import OptimParams, train_classifier
 from bench.tracks.image_robustness import TRACK
+from bench.tracks.image_robustness.training import OptimParams, train_classifier
 
 
 @dataclass(frozen=True)
