@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from bench.plugins import Defense
 from bench.tracks.image_robustness import TRACK
-from bench.tracks.image_robustness.training import OptimParams, train_classifier
+from bench.tracks.image_robustness.training import ClassifierDefense, OptimParams, train_classifier
 
 
 @dataclass(frozen=True)
@@ -16,18 +15,13 @@ class Params(OptimParams):
     smoothing: float = 0.1
 
 
-class LabelSmoothing(Defense):
+class LabelSmoothing(ClassifierDefense):
     """Cross-entropy against smoothed labels. Threat model: none claimed. Defaults: smoothing 0.1 and the
     shared training defaults of bench.tracks.image_robustness.training.OptimParams."""
 
     track = TRACK
     Params = Params
     profiles = {"smoke": {"epochs": 5, "arch": "cnn-small", "lr": 3e-3, "batch_size": 64}}
-
-    def build(self, spec):
-        from bench.tracks.image_robustness.models import build_model
-
-        return build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
 
     def fit(self, model, data, ctx):
         def loss(model, x, x_train, y):
