@@ -226,7 +226,8 @@ class Track(ABC):
     # {name: {"defenses": (...), "attacks": (...), "datasets": (...), "seeds": (...), "profile": "quick"}}
     suites: ClassVar[dict[str, dict[str, Any]]] = {}
     # What the contract tests run this track's plugins on: {"dataset": name, "defense": name}, both of this
-    # track, and "inputs": "tensors" (attacks and certifiers get image batches) or "data" (evaluators only).
+    # track, and "inputs": "tensors" (tests/core/test_contract.py feeds its plugins tensor batches and Splits)
+    # or "own" (strings or prompts in: the track's own tests check the same properties).
     contract: ClassVar[dict[str, str]] = {}
 
     @classmethod

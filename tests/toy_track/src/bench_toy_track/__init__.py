@@ -14,7 +14,7 @@ class ToyTrack(Track):
     classifies = True
     suites = {"toy-smoke": {"defenses": ("toy-linear",), "attacks": ("toy-accuracy",), "datasets": ("toy-blobs",),
                             "seeds": (0,), "profile": "smoke"}}
-    contract = {"dataset": "toy-blobs", "defense": "toy-linear", "inputs": "data"}
+    contract = {"dataset": "toy-blobs", "defense": "toy-linear", "inputs": "tensors"}
 
     def tables(self, records, facts):
         by_dataset: dict[str, list[dict]] = {}
