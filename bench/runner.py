@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import hashing, hparams
+from bench import hashing, hparams, validate
 from bench.errors import InvariantViolation, NotCertifiable, UsageError
 from bench.plugins import PROFILES, Attack, Certifier, Dataset, Defense, Evaluation, Evaluator
 from bench.records import read_record, record_path, write_record
@@ -135,6 +135,7 @@ def plan(registry, sel: Selection) -> Plan:
             raise UsageError("--data-root: none of the selected datasets reads files from a root")
         sets += [f"{n}.root={json.dumps(sel.data_root)}" for n in rooted]
     params = hparams.resolve(by_name, sel.profile, sets)
+    validate.check_plan(registry, sel, params, datasets=datasets, defenses=defenses, attacks=attacks)
 
     dataset_objs = {n: c(params[n]) for n, c in datasets.items()}
     for ds in dataset_objs.values():
