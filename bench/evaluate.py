@@ -6,13 +6,24 @@ from __future__ import annotations
 import torch
 
 from bench.context import AttackContext
+from bench.errors import InvariantViolation
 from bench.plugins import Certifier
 from bench.progress import progress
 
 
+def finite(logits: torch.Tensor, what: str) -> torch.Tensor:
+    """The logits, or ``InvariantViolation`` when some are NaN or infinite: an argmax over them would score a
+    broken model as a classifier (NaN logits predict class 0)."""
+    bad = int((~torch.isfinite(logits)).any(dim=-1).sum()) if logits.ndim > 1 else int((~torch.isfinite(logits)).sum())
+    if bad:
+        raise InvariantViolation(f"the model returned non-finite logits (NaN or inf) for {bad} {what}")
+    return logits
+
+
 @torch.no_grad()
 def predict(model, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
-    out = [model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    out = [finite(model(x[i:i + batch_size].to(device)), "test examples").argmax(1).cpu()
+           for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
@@ -33,5 +44,5 @@ def robust_mask(model, attack, x: torch.Tensor, y: torch.Tensor, clean_correct: 
         else:
             x_adv = ctx.run(attack, model, xb, yb, eps)
             with torch.no_grad():
-                robust[b] = (model(x_adv).argmax(1) == yb).cpu()
+                robust[b] = (finite(model(x_adv), "adversarial examples").argmax(1) == yb).cpu()
     return robust

@@ -14,14 +14,22 @@ A record (schema ``bench.record/1``)::
      "threat_model": {"norm": "linf", "epsilons": [...], "checked": <examples checked>, "violations": <n>},
      "timings": {"train_s": float, "train_cached": bool, "eval_s": float},
      "hardware": {...}, "packages": {...}, "git_commit": str | null, "bench_version": str, "created": iso-8601,
-     "error": {"type", "message", "log"}   # failed records only
+     "error": {"type", "message", "log"},  # failed records only
+     "per_example": [{"definition", "eps", "n", "robust": <base64 of the packed bits>, "sha256", "violations"}]
     }
+
+``per_example`` (attacks and certifiers) holds each evaluated (definition, eps)'s per-example outcome, so that a
+composite result (a worst case, a certifier's companion) is the per-example AND of its components' stored
+outcomes, whichever process computed them.
 
 Metrics are floats with their sample count ``n``, never rounded strings.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -57,6 +65,70 @@ def metric(records_metrics: list[dict], name: str, eps: float | None = None) -> 
     return None
 
 
+def pack_mask(mask, definition: str, eps: float, violations: int = 0) -> dict:
+    """A per-example bool mask as a compact, checksummed record entry."""
+    import numpy as np
+
+    bits = np.packbits(np.asarray(mask, dtype=bool)).tobytes()
+    return {"definition": definition, "eps": float(eps), "n": int(len(mask)),
+            "robust": base64.b64encode(bits).decode("ascii"), "sha256": hashlib.sha256(bits).hexdigest()[:16],
+            "violations": int(violations)}
+
+
+def unpack_mask(entry: dict):
+    """The bool tensor of a ``pack_mask`` entry; ``InvariantViolation`` when it does not match its checksum."""
+    import numpy as np
+    import torch
+
+    bits = base64.b64decode(entry["robust"])
+    if hashlib.sha256(bits).hexdigest()[:16] != entry["sha256"]:
+        raise InvariantViolation(f"per-example outcome of {entry['definition']} at eps {entry['eps']} does not "
+                                 "match its checksum")
+    mask = np.unpackbits(np.frombuffer(bits, dtype=np.uint8))[:entry["n"]].astype(bool)
+    return torch.from_numpy(mask.copy())
+
+
+REQUIRED = {"key": str, "config_id": str, "status": str, "track": str, "profile": str, "seed": int,
+            "dataset": dict, "defense": dict, "attack": dict, "metrics": list}
+
+
+def problem(record: Any) -> str | None:
+    """Why a record cannot be trusted (schema, types, invariants), or None. The same check on write and read."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("schema") != SCHEMA:
+        return f"schema is {record.get('schema')!r}, not {SCHEMA!r}"
+    for key, kind in REQUIRED.items():
+        if not isinstance(record.get(key), kind) or (kind is int and isinstance(record.get(key), bool)):
+            return f"field {key!r} is missing or not a {kind.__name__}"
+    for part in ("dataset", "defense", "attack"):
+        if not isinstance(record[part].get("name"), str):
+            return f"{part}.name is missing"
+    if record["status"] not in ("ok", "failed", "not_certifiable"):
+        return f"unknown status {record['status']!r}"
+    for m in record["metrics"]:
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str):
+            return "a metric without a name"
+        value, n = m.get("value"), m.get("n")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return f"metric {m['name']} has a non-finite or missing value ({value!r})"
+        if not isinstance(n, int) or isinstance(n, bool):
+            return f"metric {m['name']} has no sample count n"
+    if record["status"] == "ok":
+        if not record["metrics"]:
+            return "an ok record without metrics"
+        try:
+            check_invariants(record)
+        except InvariantViolation as exc:
+            return str(exc)
+    for entry in record.get("per_example") or []:
+        try:
+            unpack_mask(entry)
+        except (KeyError, TypeError, ValueError, InvariantViolation) as exc:
+            return f"per-example outcome damaged: {exc}"
+    return None
+
+
 def check_invariants(record: dict) -> None:
     """robust <= clean and verified <= empirical robust, at every eps; all values in [0, 1]."""
     metrics = record["metrics"]
@@ -86,26 +158,46 @@ def record_path(records_dir: Path, record: dict) -> Path:
 
 def write_record(records_dir: Path, record: dict) -> Path:
     record = {"schema": SCHEMA, **record}
-    if record["status"] == "ok":
-        check_invariants(record)
+    if why := problem(record):
+        raise InvariantViolation(f"refusing to write a record: {why}")
     path = record_path(records_dir, record)
     write_json_atomic(path, record)
     return path
 
 
-def read_record(path: Path) -> dict | None:
-    """A valid record, or None for an unreadable/foreign file (it will be recomputed)."""
+def load_record(path: Path) -> tuple[dict | None, str | None]:
+    """(record, None) for a valid record; (None, reason) for a damaged or tampered one; (None, None) when absent."""
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        return None
-    return record
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"unreadable: {exc}"
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        return None, f"not JSON ({exc})"
+    if why := problem(record):
+        return None, why
+    return record, None
+
+
+def read_record(path: Path) -> dict | None:
+    """A valid record, or None (absent, damaged or tampered: its cell is re-run)."""
+    return load_record(path)[0]
+
+
+def scan_records(records_dir: Path) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """(valid records, [(path, reason)] of the damaged ones), in path order."""
+    valid, damaged = [], []
+    for path in sorted(records_dir.rglob("*.json")):
+        record, why = load_record(path)
+        if record is not None:
+            valid.append(record)
+        elif why is not None:
+            damaged.append((path, why))
+    return valid, damaged
 
 
 def iter_records(records_dir: Path) -> Iterator[dict]:
-    for path in sorted(records_dir.rglob("*.json")):
-        record = read_record(path)
-        if record is not None:
-            yield record
+    yield from scan_records(records_dir)[0]

@@ -20,7 +20,7 @@ from typing import Any
 from bench import hashing, hparams, validate
 from bench.errors import InvariantViolation, NotCertifiable, UsageError
 from bench.plugins import PROFILES, Attack, Certifier, Dataset, Defense, Evaluation, Evaluator
-from bench.records import read_record, record_path, write_record
+from bench.records import load_record, pack_mask, read_record, record_path, unpack_mask, write_record
 
 # Core modules whose code changes every evaluation (they enter every cell's key); a plugin's own helpers are found
 # by following its imports (bench.hashing).
@@ -144,24 +144,27 @@ def plan(registry, sel: Selection) -> Plan:
         cls(params[name]).check()
 
     jobs = []
-    for ds_name, ds in dataset_objs.items():
+    for ds in dataset_objs.values():
         for d_name, d_cls in defenses.items():
             for seed in sel.seeds:
                 defense = d_cls(params[d_name])
-                cells = []
-                for a_name, a_cls in attacks.items():
-                    attack = a_cls(params[a_name])
-                    eps = () if attack.norm is None else tuple(sorted(
-                        set(ds.epsilons[attack.norm]) | (set(ds.sweep.get(attack.norm, ())) if attack.curve else set())))
-                    config = {"profile": sel.profile, "seed": seed, "dataset": _config(ds),
-                              "defense": _config(defense), "attack": _config(attack), "epsilons": eps}
-                    config_id = hashing.digest(config)
-                    code = hashing.code_version(type(attack).__module__, *EVAL_CODE)
-                    key = hashing.digest({"config_id": config_id, "model": model_key(defense, ds, seed),
-                                          "code": code})
-                    cells.append(Cell(attack, eps, config_id, key))
+                cells = [make_cell(sel.profile, seed, ds, defense, a_cls(params[a_name]))
+                         for a_name, a_cls in attacks.items()]
                 jobs.append(ModelJob(ds, defense, seed, cells))
     return Plan(sel.profile, jobs)
+
+
+def make_cell(profile: str, seed: int, dataset: Dataset, defense: Defense, attack: Evaluation) -> Cell:
+    """One cell: its eps (the dataset's budgets for the attack's norm, plus the sweep for curve attacks), the id
+    of its config and the key of its result (config, model and code)."""
+    eps = () if attack.norm is None else tuple(sorted(
+        set(dataset.epsilons[attack.norm]) | (set(dataset.sweep.get(attack.norm, ())) if attack.curve else set())))
+    config = {"profile": profile, "seed": seed, "dataset": _config(dataset), "defense": _config(defense),
+              "attack": _config(attack), "epsilons": eps}
+    config_id = hashing.digest(config)
+    code = hashing.code_version(type(attack).__module__, *EVAL_CODE)
+    key = hashing.digest({"config_id": config_id, "model": model_key(defense, dataset, seed), "code": code})
+    return Cell(attack, eps, config_id, key)
 
 
 def _config(plugin) -> dict[str, Any]:
@@ -201,6 +204,7 @@ class Runner:
         self._masks: dict[str, dict[tuple[str, float], Any]] = {}
         self.summary: list[dict[str, Any]] = []
         self.failed = 0
+        self._reported: set[Path] = set()  # damaged records already named
 
     def say(self, msg: str) -> None:
         print(msg, file=self.out or sys.stdout, flush=True)
@@ -271,7 +275,11 @@ class Runner:
     def done(self, job: ModelJob, cell: Cell, profile: str) -> bool:
         if self.force:
             return False
-        record = read_record(record_path(self.records, self._skeleton(job, cell, profile)))
+        path = record_path(self.records, self._skeleton(job, cell, profile))
+        record, why = load_record(path)
+        if why is not None and path not in self._reported:
+            self._reported.add(path)
+            self.say(f"  damaged record {path}: {why}; its cell is run again")
         return (record is not None and record.get("key") == cell.key
                 and record.get("status") in ("ok", "not_certifiable"))
 
@@ -299,12 +307,19 @@ class Runner:
                     self._fail(job, cell, plan.profile, exc, stage="training")
                 continue
             for cell in pending:
-                try:
-                    self._evaluate(job, cell, plan.profile, model, meta, clean)
-                except NotCertifiable as exc:
-                    self._not_certifiable(job, cell, plan.profile, exc)
-                except Exception as exc:
-                    self._fail(job, cell, plan.profile, exc, stage="evaluation")
+                # Another process on the same results folder may have finished the cell meanwhile (it waited
+                # for the model, or the grids overlap): the cell lock and a second look write each cell once.
+                with self.cache.lock(f"cell-{cell.key}"):
+                    if self.done(job, cell, plan.profile):
+                        self.summary.append(self._summary_row(job, cell, read_record(
+                            record_path(self.records, self._skeleton(job, cell, plan.profile)))))
+                        continue
+                    try:
+                        self._evaluate(job, cell, plan.profile, model, meta, clean)
+                    except NotCertifiable as exc:
+                        self._not_certifiable(job, cell, plan.profile, exc)
+                    except Exception as exc:
+                        self._fail(job, cell, plan.profile, exc, stage="evaluation")
         return 1 if self.failed else 0
 
     def fail_unfinished(self, job: ModelJob, profile: str, exc: BaseException, stage: str) -> None:
@@ -322,48 +337,95 @@ class Runner:
         return correct, time.perf_counter() - start
 
     def _evaluate(self, job: ModelJob, cell: Cell, profile: str, model, meta: dict, clean) -> None:
+        """An attack's or certifier's record: per eps, the per-example outcome (from ``_mask``), its mean, and the
+        outcomes themselves. A worst case is the per-example AND of its components' outcomes; a certifier's
+        companion attack runs on the same model, and nothing it breaks may be certified."""
+        import torch
+
+        attack = cell.attack
+        if isinstance(attack, Evaluator):
+            return self._evaluate_metrics(job, cell, profile, model, meta, clean)
+        clean_correct, clean_s = clean
+        n = len(clean_correct)
+        metrics = [{"name": "clean_acc", "value": float(clean_correct.float().mean()), "n": n}]
+        parts = [self._plugin(name, profile) for name in attack.components()] if isinstance(attack, Attack) else []
+        per_example, violations = [], 0
+        start = time.perf_counter()
+        for eps in cell.epsilons:
+            definition = attack.describe()
+            if parts:
+                found = [self._mask(job, part, eps, profile, model, clean_correct) for part in parts]
+                robust = torch.stack([mask for mask, _ in found]).all(dim=0)
+                used = sum(v for _, v in found)
+                self._masks[model_key(job.defense, job.dataset, job.seed)][(definition, eps)] = (robust, used)
+                definition += " = per-example AND of " + ", ".join(part.describe() for part in parts)
+            else:
+                robust, used = self._mask(job, attack, eps, profile, model, clean_correct)
+            violations += used
+            metrics.append({"name": attack.metric, "norm": attack.norm, "eps": eps,
+                            "value": float(robust.float().mean()), "n": n, "definition": definition})
+            per_example.append(pack_mask(robust, attack.describe(), eps, used))
+            if isinstance(attack, Certifier):
+                companion = self._plugin(attack.companion, profile)
+                empirical, used = self._mask(job, companion, eps, profile, model, clean_correct)
+                if unsound := int((robust & ~empirical).sum()):
+                    raise InvariantViolation(f"{attack.name}: {unsound} examples certified at eps {eps:g} were "
+                                             f"broken by {companion.name}; the certifier is unsound")
+                metrics.append({"name": "robust_acc", "norm": companion.norm, "eps": eps, "n": n,
+                                "value": float(empirical.float().mean()), "definition": companion.describe()})
+                per_example.append(pack_mask(empirical, companion.describe(), eps, used))
+        eval_s = time.perf_counter() - start
+        checked = int(clean_correct.sum()) * sum(1 for e in cell.epsilons if e > 0)
+        record = {**self._skeleton(job, cell, profile), "status": "ok", "metrics": metrics,
+                  "threat_model": {"norm": attack.norm, "epsilons": list(cell.epsilons),
+                                   "checked": checked, "violations": violations},
+                  "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"], "eval_s": eval_s,
+                              "clean_eval_s": clean_s},
+                  "per_example": per_example}
+        if violations:
+            self.say(f"  WARNING {attack.name}: {violations} adversarial examples were outside the "
+                     f"threat model and were clipped (flagged in the record)")
+        self._finish(job, cell, record)
+
+    def _plugin(self, name: str, profile: str):
+        """Another registered attack or certifier, with this run's profile applied to its hyperparameters."""
+        cls = self.registry.load("attack", name)
+        return cls(hparams.resolve({name: cls}, profile, [])[name])
+
+    def _mask(self, job: ModelJob, attack, eps: float, profile: str, model, clean_correct):
+        """(per-example outcome, threat-model violations) of ``attack`` at ``eps`` on the job's model: from memory,
+        else from the attack's own finished record (whichever process wrote it), else computed -- with a
+        generator seeded by (model, attack definition, eps) alone, so every path gives the same outcome."""
         import torch
 
         from bench.context import AttackContext
         from bench.evaluate import robust_mask
 
-        clean_correct, clean_s = clean
-        data = self.data(job.dataset)
-        n = len(data.test_y)
-        attack = cell.attack
-        if isinstance(attack, Evaluator):
-            return self._evaluate_metrics(job, cell, profile, model, meta, clean)
-        ctx = AttackContext(bounds=data.spec.bounds, registry=self.registry, profile=profile,
-                            generator=torch.Generator().manual_seed(int(cell.config_id[:15], 16)))
-        metrics = [{"name": "clean_acc", "value": float(clean_correct.float().mean()), "n": n}]
         masks = self._masks.setdefault(model_key(job.defense, job.dataset, job.seed), {})
-        parts = [ctx.attack(name).describe() for name in attack.components()] if isinstance(attack, Attack) else []
-        start = time.perf_counter()
-        for eps in cell.epsilons:
-            definition = attack.describe()
-            if parts and all((p, eps) in masks for p in parts):
-                # The worst case over attacks just run on this model: combine their per-example results.
-                robust = torch.stack([masks[(p, eps)] for p in parts]).all(dim=0)
-                definition += " = per-example AND of " + ", ".join(parts)
-            else:
-                robust = robust_mask(model, attack, data.test_x, data.test_y, clean_correct, eps, ctx,
-                                     self.device, self.batch_size)
-            masks[(attack.describe(), eps)] = robust
-            metrics.append({"name": attack.metric, "norm": attack.norm, "eps": eps,
-                            "value": float(robust.float().mean()), "n": n, "definition": definition})
-            if isinstance(attack, Certifier):
-                metrics.append(self._companion(attack, robust, eps, masks, model, data, clean_correct, ctx))
-        eval_s = time.perf_counter() - start
-        checked = int(clean_correct.sum()) * sum(1 for e in cell.epsilons if e > 0)
-        record = {**self._skeleton(job, cell, profile), "status": "ok", "metrics": metrics,
-                  "threat_model": {"norm": attack.norm, "epsilons": list(cell.epsilons),
-                                   "checked": checked, "violations": ctx.violations},
-                  "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"], "eval_s": eval_s,
-                              "clean_eval_s": clean_s}}
-        if ctx.violations:
-            self.say(f"  WARNING {attack.name}: {ctx.violations} adversarial examples were outside the "
-                     f"threat model and were clipped (flagged in the record)")
-        self._finish(job, cell, record)
+        k = (attack.describe(), eps)
+        if k not in masks:
+            masks[k] = self._stored_mask(job, attack, eps, profile, len(clean_correct))
+        if masks[k] is None:
+            data = self.data(job.dataset)
+            seed = int(hashing.digest({"model": model_key(job.defense, job.dataset, job.seed),
+                                       "attack": attack.describe(), "eps": float(eps)})[:15], 16)
+            ctx = AttackContext(bounds=data.spec.bounds, registry=self.registry, profile=profile,
+                                generator=torch.Generator().manual_seed(seed))
+            mask = robust_mask(model, attack, data.test_x, data.test_y, clean_correct, eps, ctx, self.device,
+                               self.batch_size)
+            masks[k] = (mask, ctx.violations)
+        return masks[k]
+
+    def _stored_mask(self, job: ModelJob, attack, eps: float, profile: str, n: int):
+        """The outcome stored in ``attack``'s own record for this model, if finished under the current code."""
+        cell = make_cell(profile, job.seed, job.dataset, job.defense, attack)
+        record = read_record(record_path(self.records, self._skeleton(job, cell, profile)))
+        if record is None or record.get("key") != cell.key or record.get("status") != "ok":
+            return None
+        for entry in record.get("per_example") or []:
+            if entry["definition"] == attack.describe() and abs(entry["eps"] - eps) <= 1e-12 and entry["n"] == n:
+                return unpack_mask(entry), int(entry.get("violations", 0))
+        return None
 
     def _evaluate_metrics(self, job: ModelJob, cell: Cell, profile: str, model, meta: dict, clean) -> None:
         """An evaluator without a threat model: its metrics, after clean accuracy, in one record."""
@@ -391,24 +453,6 @@ class Runner:
         if ctx.artifacts.exists():
             record["artifacts"] = str(ctx.artifacts)
         self._finish(job, cell, record)
-
-    def _companion(self, certifier, verified, eps, masks, model, data, clean_correct, ctx) -> dict:
-        """The certifier's companion attack on the same model and eps (reused if just run): verified must be a
-        subset of empirically robust, example by example, or the certifier is unsound."""
-        from bench.evaluate import robust_mask
-
-        attack = ctx.attack(certifier.companion)
-        empirical = masks.get((attack.describe(), eps))
-        if empirical is None:
-            empirical = robust_mask(model, attack, data.test_x, data.test_y, clean_correct, eps, ctx,
-                                    self.device, self.batch_size)
-            masks[(attack.describe(), eps)] = empirical
-        unsound = int((verified & ~empirical).sum())
-        if unsound:
-            raise InvariantViolation(f"{certifier.name}: {unsound} examples certified at eps {eps:g} were broken "
-                                     f"by {attack.name}; the certifier is unsound")
-        return {"name": "robust_acc", "norm": attack.norm, "eps": eps, "value": float(empirical.float().mean()),
-                "n": len(empirical), "definition": attack.describe()}
 
     def _skeleton(self, job: ModelJob, cell: Cell, profile: str) -> dict[str, Any]:
         a = cell.attack
