@@ -11,23 +11,42 @@ nothing else in the results folder is ever touched.
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 from bench.errors import UsageError
 from bench.plugins import Facts
-from bench.records import iter_records
-from bench.tables import generic_tables
+from bench.records import scan_records
+from bench.tables import dedupe, generic_tables, md_row
 
 MANIFEST = "written-by-bench.json"  # the files the last `bench leaderboard` wrote, relative to the results root
 CHECKED_SUFFIXES = (".md", ".csv")  # PNG bytes vary across matplotlib versions: not compared by --check
 
 
-def read_records(results: Path) -> list[dict]:
+def read_records(results: Path) -> tuple[list[dict], list[str]]:
+    """(valid records, one line per damaged or tampered record: excluded from every table)."""
     records = results / "records"
     if not records.is_dir():
         raise UsageError(f"no records under {records}; run `bench run` first")
-    return list(iter_records(records))
+    valid, damaged = scan_records(records)
+    return valid, [f"{path.relative_to(results).as_posix()} (damaged record, left out: {why})"
+                   for path, why in damaged]
+
+
+def failures(records: list[dict]) -> list[str]:
+    """A section naming the cells whose newest record failed (never a silent "-" in a table)."""
+    failed = [r for r in dedupe(records, statuses=("ok", "failed")) if r["status"] == "failed"]
+    if not failed:
+        return []
+    lines = ["## Failed cells", "", "Cells whose last run failed; their numbers are missing from the tables above.",
+             "", md_row(["Profile", "Defense", "Attack", "Seed", "Error", "Log"]), md_row(["---"] * 6)]
+    for r in sorted(failed, key=lambda r: (r["profile"], r["defense"]["name"], r["attack"]["name"], r["seed"])):
+        error = r.get("error") or {}
+        message = f"{error.get('type', '?')}: {error.get('message', '')}".strip()
+        lines.append(md_row([r["profile"], r["defense"]["name"], r["attack"]["name"], str(r["seed"]),
+                             message[:200].replace("\n", " "), f"`{error.get('log', '')}`"]))
+    return ["", *lines, ""]
 
 
 def facts(registry, records: list[dict]) -> Facts:
@@ -70,6 +89,9 @@ def expected(registry, records: list[dict], known: Facts) -> dict[str, str]:
     for name, recs in _by_track(records).items():
         track = registry.track(name)
         files = track.tables(recs, known) if track is not None else generic_tables(recs)
+        for dataset in sorted({r["dataset"]["name"] for r in recs}):
+            if (note := failures([r for r in recs if r["dataset"]["name"] == dataset])) and f"{dataset}.md" in files:
+                files[f"{dataset}.md"] = files[f"{dataset}.md"].rstrip("\n") + "\n" + "\n".join(note)
         texts.update({f"{name}/{rel}": text for rel, text in files.items()})
     return texts
 
@@ -86,7 +108,9 @@ def _manifest(results: Path) -> list[str]:
 def regenerate(registry, results: Path, known: Facts | None = None) -> list[Path]:
     """Write every table and figure; remove the files an earlier run wrote that the records no longer give.
     ``known`` replaces what the installed plugins tell (tests)."""
-    records = read_records(results)
+    records, damaged = read_records(results)
+    for line in damaged:
+        print(f"bench: warning: {line}", file=sys.stderr)
     known = known or facts(registry, records)
     written = []
     for rel, text in expected(registry, records, known).items():
@@ -108,12 +132,11 @@ def regenerate(registry, results: Path, known: Facts | None = None) -> list[Path
 
 
 def check(registry, results: Path, known: Facts | None = None) -> list[str]:
-    """Tables (md, csv) that are out of date, missing or extra, as ``"<track>/<file> (reason)"``; empty when
-    the folder matches the records."""
-    records = read_records(results)
+    """Damaged records, and tables (md, csv) that are out of date, missing or extra, as ``"<path> (reason)"``;
+    empty when the folder matches the records."""
+    records, problems = read_records(results)
     texts = expected(registry, records, known or facts(registry, records))
     listed = {f for f in _manifest(results) if f.endswith(CHECKED_SUFFIXES)}
-    problems = []
     for rel in sorted(set(texts) | listed):
         path = results / rel
         if not path.is_file():

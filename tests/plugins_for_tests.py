@@ -136,3 +136,64 @@ class MetricWithoutDefinition(Evaluator):
 
 EXTRA["attack"].update({"per-class": "plugins_for_tests:PerClassAccuracy",
                         "no-definition": "plugins_for_tests:MetricWithoutDefinition"})
+
+
+class ClaimsRobustness(Attack):
+    """Overrides a ``robust`` method to claim every example survives: the framework never calls it; the number
+    comes from the inputs ``perturb`` returns."""
+
+    track = "image-robustness"
+    norm = "linf"
+
+    def robust(self, model, x, y, eps, ctx):
+        return torch.ones(len(x), dtype=torch.bool)
+
+    def perturb(self, model, x, y, eps, ctx):
+        return (x + eps * torch.sign(torch.randn(x.shape, generator=ctx.generator))).clamp(0, 1)
+
+
+class NaNModel(Defense):
+    """A model whose logits are NaN: it must fail its cells, not score as a 10 % classifier."""
+
+    track = "image-robustness"
+
+    def build(self, spec):
+        import torch.nn as nn
+
+        class Broken(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(int(torch.tensor(spec.input_shape).prod()), spec.num_classes)
+
+            def forward(self, x):
+                return self.fc(x.flatten(1)) * float("nan")
+
+        return Broken()
+
+    def fit(self, model, data, ctx):
+        pass
+
+
+class ExitsOnce(Attack):
+    """Kills its own process (``os._exit``) the first time it runs in a results folder, as a crashing native
+    extension would; runs like FGSM afterwards."""
+
+    track = "image-robustness"
+    norm = "linf"
+
+    def perturb(self, model, x, y, eps, ctx):
+        import os
+        from pathlib import Path
+
+        marker = Path(os.environ["BENCH_TEST_EXIT_MARKER"])
+        if not marker.exists():
+            marker.write_text("exited\n")
+            os._exit(137)
+        x = x.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        return (x + eps * x.grad.sign()).clamp(0, 1).detach()
+
+
+EXTRA["attack"].update({"claims-robustness": "plugins_for_tests:ClaimsRobustness",
+                        "exits-once": "plugins_for_tests:ExitsOnce"})
+EXTRA["defense"].update({"nan-model": "plugins_for_tests:NaNModel"})

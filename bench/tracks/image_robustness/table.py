@@ -13,6 +13,7 @@ from pathlib import Path
 from bench.errors import UsageError
 from bench.tables import GENERATED, by_dataset, canon, dedupe, fmt, md_row, provenance, variant, variant_labels
 
+SHOWN = ("ok", "not_certifiable", "failed")
 WORST_CASE = ("worst-case", "worst-case-l2")  # their columns come right after Clean: the headline number
 CURVE_MIN_EPS = 3  # an attack with robust_acc at this many eps is a curve (sweep) attack
 MARK = "†"
@@ -55,6 +56,7 @@ class Row:
     n: list[int]
     reported: list[tuple[str, float, str]]
     not_certifiable: set = field(default_factory=set)  # columns whose certifier could not handle the model
+    failed: set = field(default_factory=set)  # attacks (labels) whose last run on this row failed
 
 
 @dataclass
@@ -136,7 +138,9 @@ def _row_order(columns: list[Column]):
 
 
 def _section(dataset: str, profile: str, records: list[dict], headline, reported) -> Section:
-    records = dedupe(records, statuses=("ok", "not_certifiable"))
+    newest = dedupe(records, statuses=("ok", "not_certifiable", "failed"))
+    failed = {(variant(r["defense"]), variant(r["attack"])) for r in newest if r["status"] == "failed"}
+    records = [r for r in newest if r["status"] != "failed"]
     defense_labels = variant_labels({variant(r["defense"]) for r in records})
     attack_labels = variant_labels({variant(r["attack"]) for r in records})
     by_row: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -144,6 +148,8 @@ def _section(dataset: str, profile: str, records: list[dict], headline, reported
         by_row[variant(r["defense"])].append(r)
     rows = [_row(defense_labels[v], recs, attack_labels, dataset, headline, reported)
             for v, recs in sorted(by_row.items())]
+    for v, row in zip(sorted(by_row), rows):
+        row.failed = {attack_labels[a] for d, a in failed if d == v and a in attack_labels}
     columns = sorted({c for row in rows for c in (*row.cells, *row.not_certifiable)}, key=Column.order)
     rows.sort(key=_row_order(columns))
     eps_seen: dict[str, set[float]] = defaultdict(set)
@@ -156,11 +162,15 @@ def _section(dataset: str, profile: str, records: list[dict], headline, reported
 
 def build_tables(records: list[dict], *, headline: dict | None = None,
                  reported: dict | None = None) -> dict[str, Table]:
-    """{dataset: Table}, one section per profile present (full, quick, smoke, then others)."""
-    scored = [r for r in records if r.get("status") in ("ok", "not_certifiable")]
-    return {dataset: Table(next(iter(profiles.values()))[0]["track"], dataset,
-                           [_section(dataset, p, recs, headline, reported) for p, recs in profiles.items()])
-            for dataset, profiles in by_dataset(scored).items()}
+    """{dataset: Table}, one section per profile with a result (full, quick, smoke, then others); cells whose
+    last run failed read "failed"."""
+    tables = {}
+    for dataset, profiles in by_dataset([r for r in records if r.get("status") in SHOWN]).items():
+        sections = [_section(dataset, p, recs, headline, reported) for p, recs in profiles.items()
+                    if any(r["status"] != "failed" for r in recs)]
+        if sections:
+            tables[dataset] = Table(next(iter(profiles.values()))[0]["track"], dataset, sections)
+    return tables
 
 
 def tables(records: list[dict], facts) -> dict[str, str]:
@@ -207,7 +217,8 @@ def render_markdown(table: Table) -> str:
         out += [f"## {s.profile} profile", "", md_row(head),
                 "| --- | " + "---: | " * (len(head) - 2) + "--- |"]
         for row in s.rows:
-            robust = ["n/c" if c in row.not_certifiable else fmt(row.cells.get(c, [])) + (MARK if c in row.flagged
+            robust = ["n/c" if c in row.not_certifiable else "failed" if c.attack in row.failed and not row.cells.get(c)
+                      else fmt(row.cells.get(c, [])) + (MARK if c in row.flagged
                       else "") for c in s.columns]
             out.append(md_row([row.label, fmt(row.clean), *robust, f"{row.train_s:.1f}", f"{row.eval_s:.1f}",
                                 str(row.seeds), _reported(row, percent=True)]))
