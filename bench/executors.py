@@ -167,9 +167,27 @@ class _Prefixed:
         sys.stdout.flush()
 
 
+def die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)``),
+    so that a killed ``bench run`` leaves no workers behind; elsewhere, the worker notices a closed task queue."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request was made
+        os._exit(1)
+
+
 def _work(slot: int, spec_json: str, gpu: str | None, tasks, results) -> None:
     """A worker process: run the jobs it is sent until it gets None. An exception fails the job, not the
-    worker; the parent notices a worker that dies."""
+    worker; the parent notices a worker that dies, and the worker dies with the parent."""
+    die_with_parent()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before torch initialises CUDA
     spec = json.loads(spec_json)

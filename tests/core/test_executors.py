@@ -1,6 +1,12 @@
 """The parallel executor (``bench run --jobs N``): same records as the sequential runner, a shared teacher
 trained once, and a worker that dies fails only its own job's cells."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from bench.executors import run_parallel
 from bench.registry import Registry
@@ -83,3 +89,37 @@ def test_a_dying_worker_fails_its_job_and_the_others_finish(tmp_path, capfd):
 def test_jobs_below_one_is_a_usage_error(cli, tmp_path):
     code, _, err = cli("--results", tmp_path, "run", "--suite", "smoke", "--jobs", "0")
     assert code == 2 and "--jobs must be at least 1" in err and not tmp_path.joinpath("records").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the death signal is Linux's prctl")
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """kill -9 of a `--jobs 2` parent leaves no worker behind (each asked the kernel for a death signal)."""
+    import signal
+    import time
+
+    env = {**os.environ, "BENCH_PROGRESS": "0"}
+    parent = subprocess.Popen([sys.executable, "-m", "bench.cli", "--results", str(tmp_path / "r"), "run",
+                               "--defense", "standard", "pgd-at", "--attack", "fgsm", "--dataset", "uci-digits",
+                               "--profile", "smoke", "--set", "epochs=200", "--jobs", "2"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    deadline = time.time() + 120
+    while time.time() < deadline and len(children) < 2:
+        time.sleep(0.5)
+        try:
+            text = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text()
+        except OSError:
+            break
+        children = [int(p) for p in text.split()]
+    assert len(children) >= 2, "the workers did not start"
+    time.sleep(3)  # let the workers get past their start-up
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() and
+                                         "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2:3]
+                                         for pid in children):
+        time.sleep(0.5)
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+    assert not alive, f"workers {alive} outlived their parent"
