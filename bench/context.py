@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from bench import threat
+from bench.progress import line as progress_line
 from bench.progress import progress
 
 
@@ -17,7 +18,8 @@ class TrainContext:
 
     ``model_of(defense, **overrides)`` returns another defense's trained model on the same dataset and seed
     (from the cache, training it first, visibly, if needed) -- e.g. a teacher, or an original model to unlearn.
-    ``log(epoch=..., **scalars)`` appends to the training history stored with the model.
+    ``log(epoch=..., **scalars)`` appends to the training history stored with the model, and reports it as one
+    line of progress (``bench.progress.line``: shown in logs, not on a terminal, where the bars show).
     """
 
     device: torch.device
@@ -30,6 +32,10 @@ class TrainContext:
 
     def log(self, **scalars: Any) -> None:
         self.history.append({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in scalars.items()})
+        try:
+            progress_line(_summary_line(scalars))
+        except Exception:  # reporting progress must never stop a training run
+            pass
 
     def progress(self, iterable: Iterable, desc: str, total: int | None = None):
         return progress(iterable, desc=desc, total=total)
@@ -41,6 +47,20 @@ class TrainContext:
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             yield x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)
+
+
+def _summary_line(scalars: dict[str, Any]) -> str:
+    """``log``'s scalars as one line: "  epoch 3 loss 0.4123 train_acc 0.8812" (the epoch first, then the rest
+    in the order given; floats to 4 significant digits)."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            return fmt(v.item())
+        text = str(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+    keys = (["epoch"] if "epoch" in scalars else []) + [k for k in scalars if k != "epoch"]
+    return "  " + " ".join(f"{k} {fmt(scalars[k])}" for k in keys)
 
 
 @dataclass

@@ -98,6 +98,10 @@ class Dataset(Plugin):
     def check(self) -> None:
         """Cheap availability check; raise ``bench.errors.DataMissing`` with one clear line."""
 
+    def files(self) -> list[Path]:
+        """The files this dataset reads, for provenance (their sha256 goes into records)."""
+        return []
+
     @abstractmethod
     def load(self) -> Splits:
         """Load (and subsample per ``self.params``) the data as tensors."""
@@ -229,6 +233,9 @@ class Track(ABC):
     # track, and "inputs": "tensors" (tests/core/test_contract.py feeds its plugins tensor batches and Splits)
     # or "own" (strings or prompts in: the track's own tests check the same properties).
     contract: ClassVar[dict[str, str]] = {}
+    # The metrics (labels as tables write them: ``name`` or ``name [split]``) that `bench run`'s summary shows
+    # for a cell of this track, after clean accuracy: the first two present (at the smallest eps).
+    summary_metrics: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def capabilities(cls) -> dict[str, Any]:

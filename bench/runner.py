@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import hashing, hparams, validate
+from bench.tables import metric_label
 from bench.errors import InvariantViolation, NotCertifiable, UsageError
 from bench.plugins import PROFILES, Attack, Certifier, Dataset, Defense, Evaluation, Evaluator
 from bench.records import load_record, pack_mask, read_record, record_path, unpack_mask, write_record
@@ -467,7 +468,13 @@ class Runner:
     def _finish(self, job: ModelJob, cell: Cell, record: dict) -> None:
         """Every cell ends here: its record, with provenance, written atomically, and its summary row."""
         write_record(self.records, self._provenance(record))
-        self.summary.append(self._summary_row(job, cell, record))
+        row = self._summary_row(job, cell, record)
+        self.summary.append(row)
+        from bench.progress import line  # a line per finished cell where no progress bar shows (a log file)
+
+        clean = f" clean {100 * row['clean']:.1f}" if "clean" in row else ""
+        line(f"  {cell.attack.name} on {job.defense.name} / {job.dataset.name} / seed {job.seed}: "
+             f"{row['status']}{clean}" + "".join(f" {k} {100 * v:.1f}" for k, v in row["headline"]))
 
     def _provenance(self, record: dict) -> dict:
         from bench import __version__, environment
@@ -493,31 +500,40 @@ class Runner:
                                            "message": f"not certifiable: {exc}"}})
 
     def _summary_row(self, job: ModelJob, cell: Cell, record: dict | None) -> dict[str, Any]:
+        """The run summary's row: clean accuracy and the track's headline metrics for this cell."""
+        track = self.registry.track(cell.attack.track)
+        wanted = track.summary_metrics if track is not None else ()
         row = {"dataset": job.dataset.name, "defense": job.defense.name, "seed": job.seed,
-               "attack": cell.attack.name, "status": (record or {}).get("status", "missing")}
-        for m in (record or {}).get("metrics", []):
+               "attack": cell.attack.name, "status": (record or {}).get("status", "missing"), "headline": []}
+        metrics = (record or {}).get("metrics", [])
+        for m in metrics:
             if m["name"] == "clean_acc":
                 row["clean"] = m["value"]
-            elif cell.attack.norm is None:
-                row.setdefault("robust", m["value"])  # an evaluator: its first metric
-            elif m["name"] == cell.attack.metric and m["eps"] == job.dataset.epsilons[cell.attack.norm][0]:
-                row["robust"] = m["value"]
-                row["eps"] = m["eps"]
+        for label in wanted:
+            found = [m for m in metrics if metric_label(m) == label]
+            if found:
+                m = min(found, key=lambda m: m.get("eps", 0.0))  # a budget's headline: its smallest eps
+                row["headline"].append((label + (f"@{m['eps']:g}" if "eps" in m else ""), m["value"]))
+            if len(row["headline"]) == 2:
+                break
         return row
 
 
 def format_summary(rows: list[dict[str, Any]]) -> str:
+    """One row per cell: clean accuracy and each track's own headline (in %), columns as wide as the names."""
     if not rows:
         return ""
-    head = f"{'dataset':<14} {'defense':<12} {'seed':>4} {'attack':<14} {'clean':>6} {'robust':>7} {'eps':>6}  status"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        clean = f"{100 * r['clean']:.1f}" if "clean" in r else "-"
-        robust = f"{100 * r['robust']:.1f}" if "robust" in r else "-"
-        eps = f"{r['eps']:g}" if "eps" in r else "-"
-        lines.append(f"{r['dataset']:<14} {r['defense']:<12} {r['seed']:>4} {r['attack']:<14} {clean:>6} "
-                     f"{robust:>7} {eps:>6}  {r['status']}")
-    return "\n".join(lines)
+    texts = [[r["dataset"], r["defense"], str(r["seed"]), r["attack"],
+              f"{100 * r['clean']:.1f}" if "clean" in r else "-",
+              "  ".join(f"{label} {100 * value:.1f}" for label, value in r["headline"]) or "-", r["status"]]
+             for r in rows]
+    head = ["dataset", "defense", "seed", "attack", "clean", "headline (%)", "status"]
+    widths = [max(len(x) for x in column) for column in zip(head, *texts)]
+    right = {2, 4}
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(head), "-" * len(line(head)), *(line(c).rstrip() for c in texts)])
 
 
 def _now() -> str:

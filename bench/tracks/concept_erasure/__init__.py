@@ -30,6 +30,7 @@ class ConceptErasure(Track):
     }
     # Prompts in, images out: the same properties are checked in tests/tracks/concept_erasure/.
     contract = {"dataset": "fashion-erase-sneaker", "defense": "none", "inputs": "own"}
+    summary_metrics = ("asr", "pre_asr [all]", "retain_acc", "frechet")
 
     def tables(self, records, facts):
         from bench.tracks.concept_erasure import table

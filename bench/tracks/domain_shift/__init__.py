@@ -22,6 +22,7 @@ class DomainShift(Track):
                         "seeds": (0, 1), "profile": "full"},
     }
     contract = {"dataset": "digits-dg", "defense": "erm", "inputs": "tensors"}
+    summary_metrics = ("accuracy [average]", "robust_acc")
 
     def tables(self, records, facts):
         from bench.tracks.domain_shift import table

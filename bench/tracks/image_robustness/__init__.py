@@ -40,6 +40,7 @@ class ImageRobustness(Track):
         "mtard-full": _grid(MTARD_DEFENSES, MTARD_ATTACKS, ("fashion-mnist",), "full"),
     }
     contract = {"dataset": "uci-digits", "defense": "standard", "inputs": "tensors"}
+    summary_metrics = ("verified_acc", "robust_acc")  # a certifier: verified, then its companion's robust
 
     def tables(self, records, facts):
         from bench.tracks.image_robustness import table

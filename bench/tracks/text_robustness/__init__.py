@@ -23,6 +23,7 @@ class TextRobustness(Track):
     }
     # Strings in, not tensors: the same properties are checked in tests/tracks/text_robustness/.
     contract = {"dataset": "rotten-tomatoes", "defense": "mlp-ft", "inputs": "own"}
+    summary_metrics = ("acc_under_attack", "attack_success_rate")
 
     def tables(self, records, facts):
         from bench.tracks.text_robustness import table

@@ -25,6 +25,7 @@ class Unlearning(Track):
                              "seeds": (0,), "profile": "smoke"},
     }
     contract = {"dataset": "uci-digits-random", "defense": "original", "inputs": "tensors"}
+    summary_metrics = ("acc [forget]", "acc [test]", "mia_forget")
 
     def tables(self, records, facts):
         from bench.tracks.unlearning import table
