@@ -149,15 +149,20 @@ def _needs_remove_duplicate(lirpa) -> bool:
 @contextlib.contextmanager
 def _quiet_import() -> Iterator[None]:
     """Keep auto_LiRPA's import-time global side effects (root logging handler, warning filter) and torch's
-    deprecation noise out of the process."""
+    deprecation and CUDA-lookup noise out of the process."""
     root = logging.getLogger()
     handlers = list(root.handlers)
+    # torch's extension loader, imported by auto_LiRPA, warns "No CUDA runtime is found" on every CPU host.
+    cpp_extension = logging.getLogger("torch.utils.cpp_extension")
+    level = cpp_extension.level
+    cpp_extension.setLevel(logging.ERROR)
     try:
         # record=True also catches what auto_LiRPA's own simplefilter("once") would let through
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield
     finally:
+        cpp_extension.setLevel(level)
         for handler in root.handlers[:]:
             if handler not in handlers:
                 root.removeHandler(handler)

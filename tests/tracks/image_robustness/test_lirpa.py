@@ -411,3 +411,18 @@ def test_min_train_batches_gives_a_small_dataset_more_epochs(digits, auto_lirpa)
     # uci-digits smoke: 512 images = 8 batches of 64 per epoch; at least 200 batches -> 25 epochs, not 20
     _, ctx = _train("lirpa", digits, sets=("min_train_batches=200",))
     assert ctx.history[0]["epochs"] == 25 and len(ctx.history) == 1 + 25
+
+
+def test_a_cpu_run_that_certifies_prints_no_cuda_warning(tmp_path):
+    """auto_LiRPA's import pulls in torch's extension loader, which warns about a missing CUDA runtime on every
+    CPU host: that noise stays out of bench's output."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "bench.cli", "--results", str(tmp_path), "run", "--defense",
+                             "lirpa", "--attack", "certified-ibp", "--dataset", "uci-digits", "--profile", "smoke",
+                             "--set", "epochs=1", "--device", "cpu"], capture_output=True, text=True,
+                            env={**os.environ, "BENCH_PROGRESS": "0", "CUDA_VISIBLE_DEVICES": ""}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "CUDA" not in result.stdout + result.stderr
