@@ -197,3 +197,24 @@ class ExitsOnce(Attack):
 EXTRA["attack"].update({"claims-robustness": "plugins_for_tests:ClaimsRobustness",
                         "exits-once": "plugins_for_tests:ExitsOnce"})
 EXTRA["defense"].update({"nan-model": "plugins_for_tests:NaNModel"})
+
+
+class CountsCalls(Attack):
+    """FGSM that appends a line to ``$BENCH_TEST_CALLS`` per call, to count how often a cell is computed."""
+
+    track = "image-robustness"
+    norm = "linf"
+
+    def perturb(self, model, x, y, eps, ctx):
+        import os
+        import time
+
+        with open(os.environ["BENCH_TEST_CALLS"], "a") as fh:
+            fh.write(f"{eps}\n")
+        time.sleep(0.2)  # long enough for a second process to reach the same cell
+        x = x.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        return (x + eps * x.grad.sign()).clamp(0, 1).detach()
+
+
+EXTRA["attack"].update({"counts-calls": "plugins_for_tests:CountsCalls"})

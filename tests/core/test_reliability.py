@@ -126,3 +126,41 @@ def test_non_finite_logits_fail_the_cell_with_a_clear_line(registry, tmp_path, c
     record = json.loads(path.read_text())
     assert record["status"] == "failed" and "non-finite logits" in record["error"]["message"]
     assert "non-finite logits" in capsys.readouterr().out
+
+
+def test_two_runs_on_one_results_folder_compute_each_cell_once(registry, tmp_path, monkeypatch):
+    """Overlapping grids started together: the per-cell lock and a second look write each cell once, and
+    both summaries agree with what is on disk."""
+    import threading
+
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("BENCH_TEST_CALLS", str(calls))
+    run(registry, tmp_path / "warm", ("fgsm",))  # trains nothing below: both runs share one cached model
+    (tmp_path / "shared").mkdir()
+    import shutil
+
+    shutil.copytree(tmp_path / "warm" / "cache", tmp_path / "shared" / "cache")
+    import bench.runner
+
+    writes, real_write = [], bench.runner.write_record
+    monkeypatch.setattr(bench.runner, "write_record", lambda root, rec: writes.append(rec["attack"]["name"])
+                        or real_write(root, rec))
+    runners = []
+
+    def one():
+        runners.append(run(registry, tmp_path / "shared", ("counts-calls", "fgsm"))[1])
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    alone = tmp_path / "alone_calls.txt"
+    monkeypatch.setenv("BENCH_TEST_CALLS", str(alone))
+    run(registry, tmp_path / "alone", ("counts-calls",))
+    assert calls.read_text() == alone.read_text()  # the cell was computed by one of the two runs only
+    assert sorted(writes) == ["counts-calls", "counts-calls", "fgsm"]  # the two above, then "alone"'s
+    on_disk = outcomes(tmp_path / "shared")
+    assert len(on_disk) == 2
+    for runner in runners:
+        assert {r["status"] for r in runner.summary} == {"ok"} and len(runner.summary) == 2
