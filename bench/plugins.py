@@ -126,6 +126,11 @@ class Defense(Plugin):
         """Cheap check of the hyperparameters' outside references (a weights folder, say), before any compute;
         raise ``bench.errors.UsageError`` with one clear line."""
 
+    def identity(self) -> dict[str, Any]:
+        """What identifies this defense's model beyond its params (e.g. ``{"sha256": ...}`` of a weights file it
+        loads): it enters the model's cache key and the records. Called after ``check()``; cheap (cache it)."""
+        return {}
+
     @abstractmethod
     def build(self, spec: DataSpec) -> "nn.Module":
         """A freshly initialised model (the runner loads cached weights into it or calls ``fit``)."""

@@ -174,7 +174,10 @@ def _config(plugin) -> dict[str, Any]:
 
 def model_key(defense: Defense, dataset: Dataset, seed: int) -> str:
     code = hashing.code_version(type(defense).__module__, type(dataset).__module__)
-    return hashing.digest({"defense": _config(defense), "dataset": _config(dataset), "seed": seed, "code": code})
+    key = {"defense": _config(defense), "dataset": _config(dataset), "seed": seed, "code": code}
+    if identity := defense.identity():  # e.g. the sha256 of a checkpoint file: its content, not its path
+        key["identity"] = identity
+    return hashing.digest(key)
 
 
 class Runner:
@@ -461,7 +464,8 @@ class Runner:
                 "profile": profile, "seed": job.seed,
                 "dataset": {**_config(job.dataset), "origin": _origin(self.registry, "dataset", job.dataset.name)},
                 "defense": {**_config(job.defense), "origin": _origin(self.registry, "defense", job.defense.name),
-                            "model_key": model_key(job.defense, job.dataset, job.seed)},
+                            "model_key": model_key(job.defense, job.dataset, job.seed),
+                            **({"identity": job.defense.identity()} if job.defense.identity() else {})},
                 "attack": {**_config(a), "origin": _origin(self.registry, "attack", a.name), "norm": a.norm,
                            "definition": a.describe()}}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -142,6 +143,8 @@ def _section(dataset: str, profile: str, records: list[dict], headline, reported
     failed = {(variant(r["defense"]), variant(r["attack"])) for r in newest if r["status"] == "failed"}
     records = [r for r in newest if r["status"] != "failed"]
     defense_labels = variant_labels({variant(r["defense"]) for r in records})
+    # A row the user named (e.g. an evaluated checkpoint's ``label`` param) keeps that name.
+    defense_labels = {v: json.loads(v[1]).get("label") or text for v, text in defense_labels.items()}
     attack_labels = variant_labels({variant(r["attack"]) for r in records})
     by_row: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in records:
