@@ -126,6 +126,10 @@ class Defense(Plugin):
         """Cheap check of the hyperparameters' outside references (a weights folder, say), before any compute;
         raise ``bench.errors.UsageError`` with one clear line."""
 
+    def check_data(self, spec: DataSpec) -> None:
+        """Cheap check against a selected dataset's shape and classes (a loaded checkpoint's output size, say),
+        before any compute; raise ``bench.errors.UsageError`` with one clear line."""
+
     def identity(self) -> dict[str, Any]:
         """What identifies this defense's model beyond its params (e.g. ``{"sha256": ...}`` of a weights file it
         loads): it enters the model's cache key and the records. Called after ``check()``; cheap (cache it)."""

@@ -142,7 +142,10 @@ def plan(registry, sel: Selection) -> Plan:
     for ds in dataset_objs.values():
         ds.check()
     for name, cls in defenses.items():
-        cls(params[name]).check()
+        defense = cls(params[name])
+        defense.check()
+        for ds in dataset_objs.values():
+            defense.check_data(ds.spec())
 
     jobs = []
     for ds in dataset_objs.values():
