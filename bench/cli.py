@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from bench.errors import UsageError
+from bench.validate import DEFAULT_BUDGET_CAP
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,9 +20,47 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _results_path(text: str) -> Path:
+    """``--results``: an empty string would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path; give the results folder, e.g. --results results")
+    return Path(text)
+
+
+def check_results_writable(results: Path) -> None:
+    """Refuse a ``--results`` that cannot be written (a file, a read-only folder, /proc), before any compute:
+    make the folder (with its missing parents), create and delete a file in it, and remove the folders that
+    were made for the probe, so that a refused run leaves nothing behind."""
+    missing = []  # results and its parents that do not exist yet, innermost first
+    for path in (results, *results.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is" if path == results else f"is inside {path}, which is"
+                raise UsageError(f"--results {results}: {what} a file, not a folder; give a folder")
+            break
+        missing.append(path)
+    made: list[Path] = []  # innermost first, the order to remove them in
+    try:
+        for path in reversed(missing):
+            path.mkdir()
+            made.insert(0, path)
+        fd, probe = tempfile.mkstemp(prefix=".bench-write-probe-", dir=results)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"--results {results}: cannot write there ({exc.strerror or exc}); "
+                         f"give a folder you can write to") from None
+    finally:
+        for path in made:
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+
+
 def _parser(suite_names) -> argparse.ArgumentParser:
     p = _Parser(prog="bench", description="Benchmark defenses against attacks on datasets; write leaderboards.")
-    p.add_argument("--results", type=Path, default=Path(os.environ.get("BENCH_RESULTS", "results")),
+    p.add_argument("--results", type=_results_path, default=Path(os.environ.get("BENCH_RESULTS") or "results"),
                    help="results root: records/, logs/, cache/ and the leaderboard tables (default: ./results, "
                         "or $BENCH_RESULTS); the repository's leaderboards/ folder is one such root")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -46,6 +86,9 @@ def _parser(suite_names) -> argparse.ArgumentParser:
                      help="override a hyperparameter, [plugin.]field=JSON (repeatable)")
     run.add_argument("--data-root", help="dataset files in torchvision's layout")
     run.add_argument("--force", action="store_true", help="retrain and re-evaluate even if cached/finished")
+    run.add_argument("--no-budget-cap", action="store_true",
+                     help=f"allow integer budgets (steps, epochs, iterations, restarts, queries, batches) above "
+                          f"{DEFAULT_BUDGET_CAP:,}, the sanity cap that catches typos such as steps=1e20")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="where jobs run: local processes (default), or Ray tasks (pip install 'bench[ray]'): "
                           "a local Ray instance, or the cluster at --address")
@@ -58,7 +101,8 @@ def _parser(suite_names) -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", help="regenerate the leaderboard tables from the records")
     for command in (run, lb):  # the global option is also accepted after the subcommand
-        command.add_argument("--results", type=Path, default=argparse.SUPPRESS, help="as before the subcommand")
+        command.add_argument("--results", type=_results_path, default=argparse.SUPPRESS,
+                             help="as before the subcommand")
     lb.add_argument("--check", action="store_true",
                     help="fail (exit 1) when the tables on disk differ from what the records give")
     return p
@@ -120,6 +164,7 @@ def cmd_info(args, registry) -> int:
 
 
 def cmd_run(args, registry) -> int:
+    from bench import validate
     from bench.runner import Runner, Selection, format_summary, plan
     from bench.suites import suites
 
@@ -148,6 +193,11 @@ def cmd_run(args, registry) -> int:
         from bench.executors_ray import require_ray
 
         require_ray()
+    if args.no_budget_cap and (args.jobs > 1 or args.executor == "ray"):
+        # Workers plan the grid again in fresh processes, where the cap is back (bench.validate.BUDGET_CAP).
+        raise UsageError("--no-budget-cap works with sequential runs only (--jobs 1, --executor local)")
+    validate.BUDGET_CAP = None if args.no_budget_cap else DEFAULT_BUDGET_CAP  # read by plan(); process-wide
+    check_results_writable(args.results)
     the_plan = plan(registry, selection)  # every check happens here, before any compute or write
     # With Ray the driver only reads and writes records: the device is the workers' business.
     runner = Runner(registry, args.results, device="cpu" if args.executor == "ray" else args.device,
@@ -172,6 +222,11 @@ def cmd_run(args, registry) -> int:
 
 def cmd_leaderboard(args, registry) -> int:
     from bench.leaderboard import check, regenerate
+
+    if args.results.exists() and not args.results.is_dir():
+        raise UsageError(f"--results {args.results}: is a file, not a folder; give the results folder")
+    if not args.check and (args.results / "records").is_dir():
+        check_results_writable(args.results)  # the tables are written there
 
     if args.check:
         stale = check(registry, args.results)

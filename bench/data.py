@@ -1,7 +1,10 @@
 """Helpers shared by the dataset plugins: seed-independent stratified subsets and numpy-only file readers."""
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
+import math
 import os
 import zlib
 from pathlib import Path
@@ -107,7 +110,7 @@ def parse_idx(data: bytes, where: str = "<bytes>", expect_magic: int | None = No
         raise bad("truncated header")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_TYPES[type_code])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: a forged header cannot overflow it
     if len(data) - offset != expected:
         raise bad(f"{len(data) - offset} data bytes for shape {shape}, expected {expected}")
     # Native byte order so torch.from_numpy accepts it; copy so the array owns writable memory.
@@ -137,6 +140,93 @@ def find_idx_folder(candidates) -> Path | None:
     return None
 
 
+_CHUNK = 1 << 20
+
+
+def _idx_header(f, path: Path, expect_magic: int) -> tuple[int, ...]:
+    """The shape in the header of the open IDX file ``f`` (positioned at its start), checked against
+    ``expect_magic`` (unsigned bytes, and the number of dimensions)."""
+    def bad(why: str) -> CorruptData:
+        return CorruptData(f"corrupt IDX file {path}: {why}; delete it and fetch it again")
+
+    head = f.read(4)
+    if len(head) < 4:
+        raise bad(f"only {len(head)} bytes")
+    magic = int.from_bytes(head, "big")
+    if magic != expect_magic:
+        kind = {IDX_IMAGES: "an images file", IDX_LABELS: "a labels file"}.get(magic, "not an IDX file")
+        raise bad(f"magic number {magic} ({kind}), expected {expect_magic}")
+    ndim = magic & 0xFF
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise bad("truncated header")
+    return tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+
+
+def _check_idx_file(path: Path, expect_magic: int, image_shape=None, num_classes=None) -> int:
+    """Check one uint8 IDX file without keeping it in memory; the number of items. Images: the header's shape is
+    (N, *image_shape) and the data size matches it (a .gz is read through once, which also checks its CRC);
+    labels: N labels, each below ``num_classes``."""
+    def bad(why: str) -> CorruptData:
+        return CorruptData(f"corrupt IDX file {path}: {why}; delete it and fetch it again")
+
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            shape = _idx_header(f, path, expect_magic)
+            if image_shape is not None and tuple(shape[1:]) != tuple(image_shape):
+                size = "x".join(map(str, shape[1:]))
+                raise bad(f"images of {size} pixels, expected {'x'.join(map(str, image_shape))}")
+            expected = math.prod(shape)
+            if path.suffix != ".gz" and expect_magic == IDX_IMAGES:
+                n = path.stat().st_size - f.tell()
+            else:
+                # In chunks, never f.read(expected): a forged header could ask for gigabytes at once.
+                n, top = 0, -1
+                while chunk := f.read(_CHUNK):
+                    n += len(chunk)
+                    if expect_magic == IDX_LABELS:
+                        top = max(top, int(np.frombuffer(chunk, dtype=np.uint8).max()))
+                    if n > expected:
+                        break
+                if n == expected and num_classes is not None and top >= num_classes:
+                    raise bad(f"label {top} is outside 0..{num_classes - 1}")
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise bad(f"{type(exc).__name__}: {exc}") from exc
+    if n != expected:
+        raise bad(f"{'more than ' if n > expected else ''}{n} data bytes for shape {shape}, expected {expected}")
+    return shape[0]
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _check_mnist_files(stamps: tuple, image_shape: tuple[int, ...], num_classes: int) -> None:
+    files = {key: Path(stamp[0]) for key, stamp in zip(MNIST_FILES, stamps)}
+    for split in ("train", "test"):
+        n_x = _check_idx_file(files[f"{split}_x"], IDX_IMAGES, image_shape=image_shape)
+        n_y = _check_idx_file(files[f"{split}_y"], IDX_LABELS, num_classes=num_classes)
+        if n_x != n_y:
+            raise CorruptData(f"{files[f'{split}_x']} has {n_x} images but {files[f'{split}_y']} has {n_y} labels; "
+                              f"one of them is from another dataset or damaged: fetch both again")
+
+
+def check_mnist_folder(folder: Path, image_shape: tuple[int, ...] = (28, 28), num_classes: int = 10) -> None:
+    """Raise ``CorruptData`` (one line, naming the file) unless the four MNIST-style IDX files of ``folder`` have
+    the right headers, sizes, image shape and labels, and each split as many labels as images. Cheap enough for
+    ``Dataset.check()``: the label files are read, the image files streamed once (Fashion-MNIST: ~0.2 s), and
+    the result is remembered per (path, size, mtime) in this process."""
+    stamps = tuple(_stamp(find_file(folder, name)) for name in MNIST_FILES.values())
+    _check_mnist_files(stamps, tuple(image_shape), int(num_classes))
+
+
+def mnist_folder_files(folder: Path) -> list[Path]:
+    """The four IDX files that ``read_mnist_folder(folder)`` reads (each raw or .gz)."""
+    return [find_file(folder, name) for name in MNIST_FILES.values()]
+
+
 def read_mnist_folder(folder: Path) -> dict[str, np.ndarray]:
     """The four MNIST-style arrays of ``folder``: uint8 images (N, 28, 28) and uint8 labels (N,)."""
     out = {}
@@ -148,6 +238,20 @@ def read_mnist_folder(folder: Path) -> dict[str, np.ndarray]:
             raise CorruptData(f"{folder}: {split} has {len(out[f'{split}_x'])} images "
                               f"but {len(out[f'{split}_y'])} labels")
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex SHA-256 of a file's bytes, computed once per (path, size, mtime) in this process."""
+    return _sha256(*_stamp(Path(path)))
 
 
 def images_to_tensor(images: np.ndarray, scale: float = 255.0):

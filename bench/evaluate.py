@@ -46,3 +46,22 @@ def robust_mask(model, attack, x: torch.Tensor, y: torch.Tensor, clean_correct: 
             with torch.no_grad():
                 robust[b] = (finite(model(x_adv), "adversarial examples").argmax(1) == yb).cpu()
     return robust
+
+
+def masking_probe(model, x: torch.Tensor, y: torch.Tensor, clean_correct: torch.Tensor, device: torch.device,
+                  limit: int = 256) -> dict:
+    """Two signs of gradient masking on (at most ``limit``) correctly classified test examples: the share whose
+    cross-entropy input gradient is exactly zero, and whether two forward passes of the same inputs differ
+    (randomness at inference: then an attack must average over it, EoT)."""
+    idx = clean_correct.nonzero().flatten()[:limit]
+    if len(idx) == 0:
+        return {"zero_gradient_share": 0.0, "stochastic": False, "probed": 0}
+    xb, yb = x[idx].to(device), y[idx].to(device)
+    xb = xb.clone().requires_grad_(True)
+    logits = model(xb)
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"), xb)
+    zero = (grad.flatten(1).abs().amax(dim=1) == 0).float().mean()
+    with torch.no_grad():
+        again = model(xb.detach())
+    stochastic = not torch.equal(logits.detach(), again)
+    return {"zero_gradient_share": float(zero), "stochastic": bool(stochastic), "probed": int(len(idx))}

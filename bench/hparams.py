@@ -1,11 +1,14 @@
 """Hyperparameters: frozen dataclasses, profile overrides, and ``--set name=value`` parsed as JSON.
 
-Values are never eval'd: JSON is parsed, then checked against the dataclass field's type.
+Values are never eval'd: JSON is parsed, then checked against the dataclass field's type and against rules that
+hold for every plugin (``check_value``): numbers are finite and not negative, and a count stays a count.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from typing import Any
@@ -46,6 +49,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)  # JSON spells 1e6 as a float; an integral one is the integer it names
         raise UsageError(f"{where}: expected an integer, got {value!r}")
     if hint is bool:
         if isinstance(value, bool):
@@ -66,19 +71,69 @@ def parse_value(text: str, hint: Any) -> Any:
         return text  # _check_type rejects it unless the field is a str
 
 
+def _spell(value: Any) -> str:
+    """A value as the user wrote it in JSON (NaN, Infinity, null, true)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """Python's JSON accepts NaN, Infinity and 1e999 (= Infinity); no hyperparameter means any of them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{where}: {_spell(value)} is not a finite number; give a finite value")
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_finite(item, where)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_finite(item, where)
+
+
+# Integer fields that count something (sizes, subsets, steps, epochs, batches...): a None default means "all"
+# or "automatic", any given integer must be at least 1. Fields with an integer default are told by the default.
+SIZE_NAME = re.compile(r"^(n|k|n_\w+|\w+_n|\w*size|\w*steps|\w*epochs|\w*iterations|\w*restarts|\w*queries"
+                       r"|\w*batches|\w*candidates|\w*width|\w*length|\w*tries|\w*prompts?|\w*seeds)$")
+
+
+def _min_int(field: dataclasses.Field) -> int:
+    """The smallest integer the field accepts, derived from its default: a positive default makes the field a
+    count (>= 1: zero would train, attack or evaluate nothing); a default of 0 allows 0; a None default allows
+    None, and 1 and above when the name says it counts something (``SIZE_NAME``), else 0 and above."""
+    default = field.default
+    if isinstance(default, int) and not isinstance(default, bool):
+        return 1 if default > 0 else 0
+    return 1 if SIZE_NAME.match(field.name) else 0
+
+
+def check_value(field: dataclasses.Field, value: Any, where: str, nullable: bool = False) -> None:
+    """The rules every plugin's hyperparameters obey, after the type check: finite, not negative, and a
+    count (see ``_min_int``) at least 1."""
+    _check_finite(value, where)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    if value < 0:
+        # Every hyperparameter of the suite is a count, size, rate, weight or budget: a negative one would
+        # silently train or attack nothing.
+        raise UsageError(f"{where}: {_spell(value)} is negative")
+    if isinstance(value, int) and value < _min_int(field):
+        none = " (or null)" if nullable else ""
+        raise UsageError(f"{where}: {value} is too small: it counts something and must be at least 1{none}")
+
+
 def build_params(cls: type, plugin: str, overrides: dict[str, Any]) -> Any:
     """Instantiate ``cls`` (a frozen dataclass) with validated overrides."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in overrides.items():
-        if key not in names:
-            raise UsageError(f"{plugin} has no hyperparameter {key!r} (it has: {', '.join(sorted(names)) or 'none'})")
-        values[key] = _check_type(value, hints[key], f"{plugin}.{key}")
-        if isinstance(values[key], (int, float)) and not isinstance(values[key], bool) and values[key] < 0:
-            # Every hyperparameter of the suite is a count, size, rate, weight or budget: a negative one would
-            # silently train or attack nothing.
-            raise UsageError(f"{plugin}.{key}: {value!r} is negative")
+        if key not in fields:
+            raise UsageError(f"{plugin} has no hyperparameter {key!r} (it has: {', '.join(sorted(fields)) or 'none'})")
+        where = f"{plugin}.{key}"
+        _check_finite(value, where)  # before the type check, which would only say "not an integer"
+        values[key] = _check_type(value, hints[key], where)
+        check_value(fields[key], values[key], where, nullable=type(None) in typing.get_args(hints[key]))
     return cls(**values)
 
 

@@ -26,6 +26,9 @@ from bench.records import load_record, pack_mask, read_record, record_path, unpa
 # Core modules whose code changes every evaluation (they enter every cell's key); a plugin's own helpers are found
 # by following its imports (bench.hashing).
 EVAL_CODE = ("bench.evaluate", "bench.threat")
+# A model whose input gradient is exactly zero for more than this share of its correctly classified test
+# examples is flagged: gradient-based attacks see nothing there (AutoAttack's "many zero gradients").
+ZERO_GRADIENT_SHARE = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +215,7 @@ class Runner:
         self.summary: list[dict[str, Any]] = []
         self.failed = 0
         self._reported: set[Path] = set()  # damaged records already named
+        self._probes: dict[str, dict] = {}  # per model: the gradient-masking probe
 
     def say(self, msg: str) -> None:
         print(msg, file=self.out or sys.stdout, flush=True)
@@ -383,7 +387,8 @@ class Runner:
                 per_example.append(pack_mask(empirical, companion.describe(), eps, used))
         eval_s = time.perf_counter() - start
         checked = int(clean_correct.sum()) * sum(1 for e in cell.epsilons if e > 0)
-        record = {**self._skeleton(job, cell, profile), "status": "ok", "metrics": metrics,
+        masking = self._masking(job, model, clean_correct, metrics, parts, profile)
+        record = {**self._skeleton(job, cell, profile), "status": "ok", "metrics": metrics, "masking": masking,
                   "threat_model": {"norm": attack.norm, "epsilons": list(cell.epsilons),
                                    "checked": checked, "violations": violations},
                   "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"], "eval_s": eval_s,
@@ -393,6 +398,44 @@ class Runner:
             self.say(f"  WARNING {attack.name}: {violations} adversarial examples were outside the "
                      f"threat model and were clipped (flagged in the record)")
         self._finish(job, cell, record)
+
+    def _masking(self, job: ModelJob, model, clean_correct, metrics: list[dict], parts: list, profile: str) -> dict:
+        """Gradient-masking signs (AutoAttack's flags), computed by the framework for every robust-accuracy record:
+        the model's own (zero input gradients, outputs that change between two passes), the record's (robust
+        accuracy rising with eps), and, for a worst case, its components' (a gradient-free attack beating every
+        gradient-based one; FGSM beating PGD). A flag does not change a number: it says the number may be
+        an overestimate of robustness."""
+        from bench.evaluate import masking_probe
+
+        key = model_key(job.defense, job.dataset, job.seed)
+        if key not in self._probes:
+            data = self.data(job.dataset)
+            self._probes[key] = masking_probe(model, data.test_x, data.test_y, clean_correct, self.device)
+        probe = self._probes[key]
+        flags = []
+        if probe["zero_gradient_share"] > ZERO_GRADIENT_SHARE:
+            flags.append("zero-gradients")
+        if probe["stochastic"]:
+            flags.append("stochastic")
+        curve = sorted((m["eps"], m["value"]) for m in metrics if m["name"] in ("robust_acc", "verified_acc")
+                       and m.get("definition", "").split(" = ")[0] == metrics[-1].get("definition", "").split(" = ")[0])
+        if any(later > earlier for (_, earlier), (_, later) in zip(curve, curve[1:])):
+            flags.append("rises-with-eps")
+        if parts:
+            outcomes = self._masks[key]
+            for eps in sorted({m["eps"] for m in metrics if "eps" in m}):
+                acc = {p.describe(): float(outcomes[(p.describe(), eps)][0].float().mean()) for p in parts
+                       if (p.describe(), eps) in outcomes}
+                free = [acc[p.describe()] for p in parts if getattr(p, "gradient_free", False) and p.describe() in acc]
+                white = [acc[p.describe()] for p in parts if not getattr(p, "gradient_free", False)
+                         and p.describe() in acc]
+                if free and white and min(free) < min(white):
+                    flags.append(f"black-box-beats-white-box@{eps:g}")
+                fgsm = [acc[p.describe()] for p in parts if p.name == "fgsm" and p.describe() in acc]
+                pgd = [acc[p.describe()] for p in parts if p.name.startswith("pgd") and p.describe() in acc]
+                if fgsm and pgd and min(fgsm) < min(pgd):
+                    flags.append(f"fgsm-beats-pgd@{eps:g}")
+        return {**probe, "flags": flags}
 
     def _plugin(self, name: str, profile: str):
         """Another registered attack or certifier, with this run's profile applied to its hyperparameters."""
@@ -517,7 +560,7 @@ class Runner:
             if m["name"] == "clean_acc":
                 row["clean"] = m["value"]
         for label in wanted:
-            found = [m for m in metrics if metric_label(m) == label]
+            found = [m for m in metrics if metric_label(m) == label and m.get("eps", 1.0) > 0]
             if found:
                 m = min(found, key=lambda m: m.get("eps", 0.0))  # a budget's headline: its smallest eps
                 row["headline"].append((label + (f"@{m['eps']:g}" if "eps" in m else ""), m["value"]))

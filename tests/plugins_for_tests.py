@@ -218,3 +218,51 @@ class CountsCalls(Attack):
 
 
 EXTRA["attack"].update({"counts-calls": "plugins_for_tests:CountsCalls"})
+
+
+class _Quantize(torch.nn.Module):
+    def forward(self, x):
+        return (x * 255).round() / 255  # no gradient reaches the input
+
+
+class _Scale(torch.nn.Module):
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x if self.training else x * self.factor  # trained normally, saturated when evaluated
+
+
+class _Noise(torch.nn.Module):
+    def forward(self, x):
+        return x + 0.05 * torch.randn_like(x)  # randomness at inference
+
+
+class MaskedStandard(Defense):
+    """The standard smoke CNN behind a gradient-masking layer: ``mask`` = "quantize" (zero input gradients),
+    "saturate" (logits scaled by 1e4) or "noise" (random noise at inference)."""
+
+    track = "image-robustness"
+
+    @dataclass(frozen=True)
+    class Params:
+        mask: str = "quantize"
+
+    def build(self, spec):
+        from bench.tracks.image_robustness.models import build_model
+
+        net = build_model("cnn-small", spec.input_shape, spec.num_classes)
+        if self.params.mask == "quantize":
+            return torch.nn.Sequential(_Quantize(), net)
+        if self.params.mask == "saturate":
+            return torch.nn.Sequential(net, _Scale(1e4))
+        return torch.nn.Sequential(_Noise(), net)
+
+    def fit(self, model, data, ctx):
+        from bench.tracks.image_robustness.training import OptimParams, train_classifier
+
+        train_classifier(model, data, ctx, OptimParams(epochs=5, lr=3e-3, batch_size=64), desc=self.name)
+
+
+EXTRA["defense"].update({"masked": "plugins_for_tests:MaskedStandard"})

@@ -11,7 +11,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bench.data import MNIST_FILES, default_data_root, find_idx_folder, read_mnist_folder, to_splits
+from bench.data import (
+    MNIST_FILES,
+    check_mnist_folder,
+    default_data_root,
+    find_idx_folder,
+    mnist_folder_files,
+    read_mnist_folder,
+    to_splits,
+)
 from bench.errors import DataMissing
 from bench.plugins import Dataset, Splits
 from bench.tracks.image_robustness import TRACK
@@ -66,7 +74,12 @@ class FashionMNIST(Dataset):
             f"apt-get install {DEBIAN_PACKAGE} and leave the root unset")
 
     def check(self) -> None:
-        self._folder()
+        # Headers, sizes, 28x28 and labels 0..9 of the four files (remembered per file in this process).
+        check_mnist_folder(self._folder(), tuple(self.input_shape[1:]), self.num_classes)
+
+    def files(self) -> list[Path]:
+        folder = find_idx_folder(self._candidates())
+        return [] if folder is None else mnist_folder_files(folder)
 
     def load(self) -> Splits:
         arrays = read_mnist_folder(self._folder())

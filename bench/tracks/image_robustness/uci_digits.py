@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +45,15 @@ class UCIDigits(Dataset):
         # find_spec, not import: importing scikit-learn takes a second; the data ship inside the package.
         if importlib.util.find_spec("sklearn") is None:
             raise DataMissing("uci-digits: scikit-learn is not installed; pip install scikit-learn")
+
+    def files(self) -> list[Path]:
+        # What load_digits() reads: sklearn/datasets/data/digits.csv.gz, found without importing scikit-learn.
+        spec = importlib.util.find_spec("sklearn")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+            if path.is_file():
+                return [path]
+        return []
 
     def load(self) -> Splits:
         from sklearn.datasets import load_digits

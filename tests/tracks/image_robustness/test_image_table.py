@@ -215,3 +215,22 @@ def test_reported_numbers_must_be_fractions():
     records = [make_record("pgd-at", "fgsm", 0, 0.9, {0.1: 0.5})]
     with pytest.raises(UsageError, match="fraction"):
         build_tables(records, reported={"pgd-at": {DATASET: {"fgsm @ 0.1": (89.0, "paper")}}})
+
+
+@pytest.mark.parametrize("mask, flag", [("quantize", "zero-gradients"), ("saturate", "zero-gradients"),
+                                        ("noise", "stochastic")])
+def test_gradient_masking_flags_fire_on_masked_models_and_reach_the_table(registry, tmp_path, mask, flag):
+    from bench.runner import Runner, Selection, plan
+
+    sel = Selection(defenses=("masked", "standard"), attacks=("fgsm",), datasets=("uci-digits",), profile="smoke",
+                    sets=(f'masked.mask="{mask}"',))
+    Runner(registry, tmp_path, device="cpu").execute(plan(registry, sel))
+    flags = {}
+    for path in (tmp_path / "records").rglob("*.json"):
+        record = json.loads(path.read_text())
+        flags[record["defense"]["name"]] = record["masking"]["flags"]
+    assert flag in flags["masked"] and flags["standard"] == []
+    leaderboard.regenerate(registry, tmp_path)
+    md = (tmp_path / TRACK / "uci-digits.md").read_text()
+    (masked_row,) = [line for line in md.splitlines() if line.startswith("| masked |")]
+    assert flag in masked_row and "⚑" in masked_row
