@@ -516,8 +516,12 @@ class Runner:
                            "definition": a.describe()}}
 
     def _finish(self, job: ModelJob, cell: Cell, record: dict) -> None:
-        """Every cell ends here: its record, with provenance, written atomically, and its summary row."""
-        write_record(self.records, self._provenance(record))
+        """Every cell ends here: its record, with provenance (and the sha256 of the data files the dataset read),
+        written atomically, and its summary row."""
+        from bench.data import file_sha256
+
+        files = {p.name: file_sha256(p) for p in job.dataset.files() if p.is_file()}
+        write_record(self.records, {**self._provenance(record), **({"data_files": files} if files else {})})
         row = self._summary_row(job, cell, record)
         self.summary.append(row)
         from bench.progress import line  # a line per finished cell where no progress bar shows (a log file)

@@ -164,3 +164,17 @@ def test_two_runs_on_one_results_folder_compute_each_cell_once(registry, tmp_pat
     assert len(on_disk) == 2
     for runner in runners:
         assert {r["status"] for r in runner.summary} == {"ok"} and len(runner.summary) == 2
+
+
+def test_records_carry_the_sha256_of_the_data_files_and_the_machine(registry, tmp_path):
+    import hashlib
+
+    run(registry, tmp_path, ("fgsm",))
+    (path,) = (tmp_path / "records").rglob("*.json")
+    record = json.loads(path.read_text())
+    from bench.registry import Registry
+
+    dataset = Registry().load("dataset", "uci-digits")()
+    (data_file,) = dataset.files()
+    assert record["data_files"] == {data_file.name: hashlib.sha256(data_file.read_bytes()).hexdigest()}
+    assert {"cpu_model", "torch_build", "threads"} <= set(record["hardware"])

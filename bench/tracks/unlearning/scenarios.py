@@ -86,6 +86,9 @@ class Scenario(Dataset):
             raise UsageError(f"{self.name}: classes {bad} outside 0..{self.num_classes - 1}")
         self._base().check()
 
+    def files(self):
+        return self._base().files()
+
     def load(self) -> Splits:
         import torch
 
