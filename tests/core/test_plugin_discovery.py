@@ -1,29 +1,16 @@
 """A real third-party package (tests/example_plugin, its own pyproject with entry points) is installed into a
 temporary folder and used through the CLI in a fresh interpreter: discovery works end to end."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from third_party import bench, install
 
 EXAMPLE = Path(__file__).parents[1] / "example_plugin"
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), str(EXAMPLE)], check=True, capture_output=True,
-                   timeout=300)
-    return target
-
-
-def bench(site, *argv, cwd):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-           "BENCH_PROGRESS": "0"}
-    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, argv)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=600)
+    return install(EXAMPLE, tmp_path_factory)
 
 
 def test_installed_plugins_are_listed_with_their_origin(site, tmp_path):

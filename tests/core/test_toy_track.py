@@ -1,34 +1,17 @@
 """A new track is one folder plus entry-point lines: the toy track (tests/toy_track, a third-party package with
 its own track, suite, table, dataset, defense and evaluator) is installed into a temporary folder and driven
 through the CLI in a fresh interpreter -- nothing in bench's core knows about it."""
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from third_party import bench, install
 
 TOY = Path(__file__).parents[1] / "toy_track"
 
 
 @pytest.fixture(scope="module")
 def toy_site(tmp_path_factory):
-    # Built from a copy, so that the build leaves nothing (egg-info, build/) in the repository.
-    source = tmp_path_factory.mktemp("toy_src") / "toy_track"
-    shutil.copytree(TOY, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
-    target = tmp_path_factory.mktemp("toy_site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), str(source)], check=True, capture_output=True,
-                   timeout=300)
-    return target
-
-
-def bench(site, *argv, cwd):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-           "BENCH_PROGRESS": "0"}
-    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, argv)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=600)
+    return install(TOY, tmp_path_factory)
 
 
 def test_toy_track_is_listed_with_its_origin(toy_site, tmp_path):
