@@ -95,9 +95,10 @@ def _parser(suite_names) -> argparse.ArgumentParser:
     run.add_argument("--address", metavar="ADDR",
                      help="with --executor ray: the Ray cluster to use (e.g. 'auto', or HOST:6379 of `ray start "
                           "--head`); results folder and data must be on every node at the same path")
-    run.add_argument("--jobs", type=int, default=1, metavar="N",
-                     help="model jobs (defense x dataset x seed) in N parallel worker processes; with CUDA at "
-                          "most one per visible GPU (default 1: sequential, in this process)")
+    run.add_argument("--jobs", type=_jobs, default=1, metavar="N|auto",
+                     help="model jobs (defense x dataset x seed) in N parallel worker processes; with CUDA they "
+                          "share the visible GPUs as lanes; 'auto' picks N from the cores, the GPUs' free memory "
+                          "and the models' size (default 1: sequential, in this process)")
 
     lb = sub.add_parser("leaderboard", help="regenerate the leaderboard tables from the records")
     for command in (run, lb):  # the global option is also accepted after the subcommand
@@ -106,6 +107,15 @@ def _parser(suite_names) -> argparse.ArgumentParser:
     lb.add_argument("--check", action="store_true",
                     help="fail (exit 1) when the tables on disk differ from what the records give")
     return p
+
+
+def _jobs(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', not {text!r}") from None
 
 
 def cmd_list(args, registry) -> int:
@@ -183,17 +193,17 @@ def cmd_run(args, registry) -> int:
                           datasets=tuple(grid["datasets"]), seeds=tuple(grid["seeds"]) or (0,),
                           profile=args.profile or grid["profile"], sets=tuple(args.sets),
                           data_root=args.data_root)
-    if args.jobs < 1:
+    if args.jobs != "auto" and args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
     if args.address and args.executor != "ray":
         raise UsageError("--address needs --executor ray")
     if args.executor == "ray":
-        if args.jobs > 1:
+        if args.jobs != 1:
             raise UsageError("--jobs is for --executor local; Ray runs as many tasks as the cluster has resources")
         from bench.executors_ray import require_ray
 
         require_ray()
-    if args.no_budget_cap and (args.jobs > 1 or args.executor == "ray"):
+    if args.no_budget_cap and (args.jobs != 1 or args.executor == "ray"):
         # Workers plan the grid again in fresh processes, where the cap is back (bench.validate.BUDGET_CAP).
         raise UsageError("--no-budget-cap works with sequential runs only (--jobs 1, --executor local)")
     validate.BUDGET_CAP = None if args.no_budget_cap else DEFAULT_BUDGET_CAP  # read by plan(); process-wide
@@ -207,7 +217,7 @@ def cmd_run(args, registry) -> int:
             from bench.executors_ray import run_ray
 
             code = run_ray(runner, selection, the_plan, address=args.address, device=args.device)
-        elif args.jobs > 1:
+        elif args.jobs != 1:
             from bench.executors import run_parallel
 
             code = run_parallel(runner, selection, the_plan, args.jobs)

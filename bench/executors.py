@@ -33,7 +33,7 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
     Returns 0 when every cell succeeded, 1 when some failed."""
     from bench.runner import Plan
 
-    if jobs < 1:
+    if jobs != "auto" and jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {jobs}")
     profile = the_plan.profile
     rows: dict[int, list] = {}
@@ -46,7 +46,9 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
             pending.append(i)
 
     gpus = _visible_gpus() if runner.device.type == "cuda" else []
-    workers = min(jobs, len(pending), len(gpus) or jobs)
+    if jobs == "auto":
+        jobs = auto_lanes(runner, the_plan, pending, gpus)
+    workers = min(jobs, len(pending))
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
     if "OMP_NUM_THREADS" in os.environ:  # an explicit cap wins
         threads = min(threads, max(1, int(os.environ["OMP_NUM_THREADS"])))
@@ -54,7 +56,8 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
                        "results": str(runner.results), "device": runner.device.type, "force": runner.force,
                        "threads": threads})
     if pending:
-        where = f"GPUs {', '.join(gpus[:workers])}" if gpus else f"CPU, {threads} thread(s) each"
+        where = (f"lanes on GPU {', '.join(gpus[:workers])}, {threads} thread(s) each" if gpus
+                 else f"CPU, {threads} thread(s) each")
         runner.say(f"{len(pending)} job(s) in {workers} worker process(es) ({where})")
 
     ctx = multiprocessing.get_context("spawn")
@@ -63,7 +66,7 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
     todo = list(pending)
 
     def start(slot: int) -> None:
-        gpu = gpus[slot] if gpus else None
+        gpu = gpus[slot % len(gpus)] if gpus else None  # several lanes share a GPU
         pool[slot] = _Worker(ctx, slot, spec, gpu, results)
 
     def finish(slot: int, job_rows: list, failed: int) -> None:
@@ -120,6 +123,31 @@ def _drain(results, finish, lost) -> None:
         except queue.Empty:
             return
         _handle(kind, slot, payload, finish, lost)
+
+
+# A lane's GPU memory: the CUDA context and allocator slack, plus room for the activations of an evaluation batch
+# (2,000 inputs) taken as a multiple of the weights. Small models are launch-bound, so several lanes share a GPU.
+LANE_BASE_GIB = 1.0
+ACTIVATIONS_PER_WEIGHT = 64
+
+
+def auto_lanes(runner, the_plan, pending: list[int], gpus: list[str]) -> int:
+    """How many worker processes to run: one per core on the CPU; with CUDA, as many as the GPUs' free memory
+    holds for the largest pending model (``LANE_BASE_GIB`` + weights x ``ACTIVATIONS_PER_WEIGHT``), at most one
+    per core (each lane launches its own kernels)."""
+    cores = os.cpu_count() or 1
+    if not gpus:
+        return max(1, min(cores, len(pending)))
+    import torch
+
+    largest = 0
+    for i in pending:
+        job = the_plan.jobs[i]
+        model = job.defense.build(job.dataset.spec())
+        largest = max(largest, sum(p.numel() * p.element_size() for p in model.parameters()))
+    per_lane = LANE_BASE_GIB * 2**30 + ACTIVATIONS_PER_WEIGHT * largest
+    free = sum(torch.cuda.mem_get_info(i)[0] for i in range(len(gpus)))
+    return max(1, min(cores, len(pending), int(free // per_lane)))
 
 
 def _visible_gpus() -> list[str]:

@@ -123,3 +123,22 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
              and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
     assert not alive, f"workers {alive} outlived their parent"
+
+
+def test_jobs_auto_takes_one_lane_per_core_on_the_cpu_and_sizes_gpu_lanes_by_memory(registry, monkeypatch):
+    import types
+
+    from bench import executors
+
+    sel = Selection(defenses=("standard", "pgd-at"), attacks=("fgsm",), datasets=("uci-digits",), seeds=(0, 1, 2),
+                    profile="smoke")
+    the_plan = plan(registry, sel)
+    pending = list(range(len(the_plan.jobs)))
+    monkeypatch.setattr(executors.os, "cpu_count", lambda: 4)
+    assert executors.auto_lanes(None, the_plan, pending, []) == 4
+    assert executors.auto_lanes(None, the_plan, pending[:2], []) == 2
+    # One GPU with 3.5 GiB free and ~1 GiB a lane (the smoke CNN is small): three lanes.
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (int(3.5 * 2**30), 80 * 2**30))
+    assert executors.auto_lanes(types.SimpleNamespace(), the_plan, pending, ["0"]) == 3
