@@ -167,6 +167,7 @@ class Evaluation(Plugin):
 class Attack(Evaluation):
     norm: ClassVar[str] = "linf"
     curve: ClassVar[bool] = False  # also evaluate at every eps of the dataset's sweep
+    gradient_free: ClassVar[bool] = False  # a black-box (score-based) attack: it needs no gradient
     metric = "robust_acc"
 
     def components(self) -> tuple[str, ...]:

@@ -426,8 +426,8 @@ class Runner:
             for eps in sorted({m["eps"] for m in metrics if "eps" in m}):
                 acc = {p.describe(): float(outcomes[(p.describe(), eps)][0].float().mean()) for p in parts
                        if (p.describe(), eps) in outcomes}
-                free = [acc[p.describe()] for p in parts if getattr(p, "gradient_free", False) and p.describe() in acc]
-                white = [acc[p.describe()] for p in parts if not getattr(p, "gradient_free", False)
+                free = [acc[p.describe()] for p in parts if p.gradient_free and p.describe() in acc]
+                white = [acc[p.describe()] for p in parts if not p.gradient_free
                          and p.describe() in acc]
                 if free and white and min(free) < min(white):
                     flags.append(f"black-box-beats-white-box@{eps:g}")

@@ -1,4 +1,4 @@
-"""Auto-PGD with the cross-entropy and the DLR loss (Croce & Hein, 2020), through torchattacks."""
+"""Auto-PGD with the cross-entropy and the DLR loss (Croce & Hein, 2020), L-inf and L2, through torchattacks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,8 +47,9 @@ class _APGD(Attack):
         z = unit if unit.dim() == 4 else unit.reshape(len(x), 1, 1, -1)
         plain = (lo, hi) == (0.0, 1.0) and x.dim() == 4
         wrapped = model if plain else _ToUnitBox(model, lo, hi, x.shape[1:])
-        attack = torchattacks.APGD(wrapped, norm="Linf", eps=eps / (hi - lo), steps=p.steps,
-                                   n_restarts=p.restarts, seed=seed, loss=self.loss, rho=p.rho)
+        # The map to [0, 1] scales every coordinate by 1 / (hi - lo): the ball's radius scales alike, in both norms.
+        attack = torchattacks.APGD(wrapped, norm={"linf": "Linf", "l2": "L2"}[self.norm], eps=eps / (hi - lo),
+                                   steps=p.steps, n_restarts=p.restarts, seed=seed, loss=self.loss, rho=p.rho)
         # torchattacks reseeds the global CPU RNG and the current CUDA device's (fork_rng restores both)
         # and calls model.eval() (keep_modes restores every module's flag).
         devices = [torch.cuda.current_device()] if x.device.type == "cuda" else []
@@ -84,3 +85,17 @@ class APGDDLR(_APGD):
     """
 
     loss = "dlr"
+
+
+class APGDCEL2(_APGD):
+    """APGD-CE (Croce & Hein, ICML 2020), L2: AutoAttack's first component in its L2 version. As ``apgd-ce``,
+    with L2 steps eta * grad / ||grad||_2, the projection by rescaling onto the L2 ball then clamping to the
+    box, and a random start on the L2 sphere of radius eps. Implementation: ``torchattacks.APGD(norm="L2")``
+    (its per-example step sizes are correct in L2, unlike its ``APGDT``'s). Defaults as ``apgd-ce`` (quick:
+    50 steps; full: 100 steps, 1 run, AutoAttack's standard L2 APGD-CE; smoke: 2).
+
+    Departures from the paper: as ``apgd-ce``.
+    """
+
+    norm = "l2"
+    loss = "ce"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -16,6 +17,9 @@ class PGDParams:
     rel_step: float = 2.5  # step size = rel_step * eps / steps
     restarts: int = 1  # independent random starts; 1 = a single run
     random_start: bool = True
+    # "ce": cross-entropy (the paper's); "cw": the Carlini-Wagner margin max_{i!=y} z_i - z_y; "dlr": the
+    # difference-of-logits ratio. The last two keep a gradient where the softmax saturates.
+    loss: Literal["ce", "cw", "dlr"] = "ce"
 
 
 class _PGD(Attack):
@@ -30,7 +34,7 @@ class _PGD(Attack):
 
         def run(xs, ys):
             return pgd(model, xs, ys, eps, step, p.steps, norm=self.norm, random_start=p.random_start,
-                       bounds=ctx.bounds, generator=ctx.generator)
+                       bounds=ctx.bounds, generator=ctx.generator, loss=p.loss)
 
         x_adv = run(x, y)
         if p.restarts <= 1:
@@ -52,7 +56,9 @@ class PGDLinf(_PGD):
     """PGD under the L-inf threat model (Madry et al., "Towards Deep Learning Models Resistant to
     Adversarial Attacks", ICLR 2018).
 
-    Untargeted ascent on the summed cross-entropy: a uniform random start in the eps-ball, then ``steps``
+    Untargeted ascent on the summed cross-entropy (``loss="ce"``, the default; ``"cw"``: the Carlini-Wagner
+    margin max_{i!=y} z_i - z_y, ``"dlr"``: the difference-of-logits ratio, both of which keep a gradient
+    when the softmax saturates and CE's vanishes): a uniform random start in the eps-ball, then ``steps``
     signed-gradient steps of size ``rel_step * eps / steps``, each projected onto the eps-ball and the data
     bounds. Defaults (quick): 20 steps, step 2.5*eps/20, one random start; full: 50 steps; smoke: 2.
     With ``restarts > 1`` the examples still correctly classified are attacked again from a fresh start and
@@ -61,7 +67,8 @@ class PGDLinf(_PGD):
     Departures from the paper: the paper fixes absolute step sizes per dataset (MNIST: 40/100 steps of
     0.01 at eps=0.3; CIFAR-10: 7/20 steps of 2/255 at eps=8/255); a step relative to eps (2.5*eps/steps, the
     rule of thumb of Madry's group's ``robustness`` library) is used so one setting works across the eps
-    sweep. Restarts keep the first success rather than the highest loss.
+    sweep. Restarts keep the first success rather than the highest loss. The "cw" and "dlr" losses are not
+    the paper's (they are Carlini & Wagner's, 2017, and Croce & Hein's, 2020).
     """
 
     norm = "linf"
@@ -71,7 +78,8 @@ class PGDL2(_PGD):
     """PGD under the L2 threat model (Madry et al., "Towards Deep Learning Models Resistant to Adversarial
     Attacks", ICLR 2018).
 
-    Untargeted ascent on the summed cross-entropy: a random start (uniform direction, radius uniform in
+    Untargeted ascent on the summed cross-entropy (or, with ``loss``, the C&W margin or DLR: see ``pgd-linf``):
+    a random start (uniform direction, radius uniform in
     [0, eps]), then ``steps`` steps of size ``rel_step * eps / steps`` along the per-example L2-normalised
     gradient, each projected onto the L2 eps-ball and the data bounds. Defaults (quick): 20 steps, step
     2.5*eps/20, one random start; full: 50 steps; smoke: 2. Restarts as for ``pgd-linf``.

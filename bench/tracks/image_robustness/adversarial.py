@@ -30,7 +30,15 @@ def _ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="sum")
 
 
-LOSSES = {"ce": _ce, "dlr": _dlr}
+def _cw(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed Carlini-Wagner margin max_{i!=y} z_i - z_y (Carlini & Wagner, 2017, with kappa = infinity): its
+    gradient does not vanish when the softmax saturates, unlike the cross-entropy's."""
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    return (z_other - z_y).sum()
+
+
+LOSSES = {"ce": _ce, "cw": _cw, "dlr": _dlr}
 
 
 def _per_example(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -57,7 +65,8 @@ def random_delta(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float, steps: int,
         norm: str = "linf", random_start: bool = True, bounds: tuple[float, float] = (0.0, 1.0),
         generator: torch.Generator | None = None, loss: str = "ce") -> torch.Tensor:
-    """Projected gradient ascent on ``loss`` inside the ``norm`` ball of radius ``eps`` and the box ``bounds``.
+    """Projected gradient ascent on ``loss`` ("ce", "cw" or "dlr", summed over the batch) inside the ``norm``
+    ball of radius ``eps`` and the box ``bounds``.
 
     Linf: signed steps, projection by clamping. L2: steps along the per-example L2-normalised gradient,
     projection by rescaling onto the ball then clamping to the box (clamping only shrinks the perturbation,

@@ -234,3 +234,22 @@ def test_gradient_masking_flags_fire_on_masked_models_and_reach_the_table(regist
     md = (tmp_path / TRACK / "uci-digits.md").read_text()
     (masked_row,) = [line for line in md.splitlines() if line.startswith("| masked |")]
     assert flag in masked_row and "⚑" in masked_row
+
+
+def test_the_worst_case_breaks_a_quantised_model_and_flags_the_black_box_win(registry, tmp_path):
+    """Zero input gradients blind FGSM and PGD; Square needs none: the worst case still breaks the model, and
+    its record says a black-box attack beat every white-box one."""
+    from bench.runner import Runner, Selection, plan
+
+    components = '["fgsm", "pgd-linf", "square"]'
+    sel = Selection(defenses=("masked",), attacks=("worst-case", "fgsm", "pgd-linf", "square"),
+                    datasets=("uci-digits",), profile="smoke",
+                    sets=('masked.mask="quantize"', f"worst-case.attacks={components}"))
+    Runner(registry, tmp_path, device="cpu").execute(plan(registry, sel))
+    recs = {p.name.split("-s0")[0]: json.loads(p.read_text()) for p in (tmp_path / "records").rglob("*.json")}
+    at = {name: {m["eps"]: m["value"] for m in r["metrics"] if m["name"] == "robust_acc"} for name, r in recs.items()}
+    eps = 0.2
+    assert at["worst-case"][eps] < min(at["fgsm"][eps], at["pgd-linf"][eps])
+    assert at["worst-case"][eps] <= at["square"][eps]  # the same square (components take the profile's budget)
+    assert f"black-box-beats-white-box@{eps:g}" in recs["worst-case"]["masking"]["flags"]
+    assert "zero-gradients" in recs["worst-case"]["masking"]["flags"]
