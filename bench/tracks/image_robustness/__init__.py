@@ -12,6 +12,9 @@ TRACK = "image-robustness"
 
 ATTACKS = ("fgsm", "pgd-linf", "pgd-l2", "cw-l2", "deepfool", "apgd-ce", "apgd-dlr", "worst-case", "worst-case-l2")
 DEFENSES = ("standard", "pgd-at", "lirpa")
+# AutoAttack's standard components (Croce & Hein 2020), Linf and L2: the full worst case's first attacks, and
+# columns of their own in the full grid.
+AUTOATTACK = ("apgd-t", "fab-t", "square", "apgd-ce-l2", "apgd-t-l2", "fab-t-l2", "square-l2")
 # CROWN costs ~0.1 s per example on these CPUs: verified accuracy by IBP on the CPU, by both on a GPU.
 CPU_CERTIFIERS = ("certified-ibp",)
 GPU_CERTIFIERS = ("certified-ibp", "certified-crown")
@@ -31,7 +34,7 @@ class ImageRobustness(Track):
     suites = {
         # The README's main job: the image grid on the embedded Fashion-MNIST, CPU-sized.
         "quick": _grid(DEFENSES, ATTACKS + CPU_CERTIFIERS, ("fashion-mnist",), "quick"),
-        "full": _grid(DEFENSES, ATTACKS + GPU_CERTIFIERS, ("fashion-mnist",), "full"),  # paper-like, for a GPU
+        "full": _grid(DEFENSES, ATTACKS + AUTOATTACK + GPU_CERTIFIERS, ("fashion-mnist",), "full"),  # for a GPU
         # Every embedded image dataset, CPU-sized.
         "image": _grid(DEFENSES, ATTACKS + CPU_CERTIFIERS, ("fashion-mnist", "mnist-5k", "uci-digits"), "quick"),
         # Seconds: the whole path end to end, for tests.
