@@ -34,5 +34,6 @@ class Finetune(UnlearningDefense):
     def fit(self, model, data, ctx) -> None:
         self.start_from_original(model, ctx)
         _, remain = forget_remain(data)
-        p = dataclasses.replace(self.params, epochs=self.params.unlearn_epochs, lr=self.params.unlearn_lr)
+        p = dataclasses.replace(self.recipe(data), epochs=self.params.unlearn_epochs, lr=self.params.unlearn_lr,
+                                schedule="cosine")
         train_classifier(model, train_subset(data, remain), ctx, p, desc=self.name)

@@ -42,6 +42,7 @@ class RandomLabel(UnlearningDefense):
         labels = data.train_y.clone()
         shift = torch.randint(1, k, (len(forget),), generator=ctx.generator)
         labels[forget] = (labels[forget] + shift) % k  # a class other than the training label
-        p = dataclasses.replace(self.params, epochs=self.params.unlearn_epochs, lr=self.params.unlearn_lr)
+        p = dataclasses.replace(self.recipe(data), epochs=self.params.unlearn_epochs, lr=self.params.unlearn_lr,
+                                schedule="cosine")
         everything = torch.arange(len(labels))
         train_classifier(model, train_subset(data, everything, labels), ctx, p, desc=self.name)

@@ -14,4 +14,4 @@ class Retrain(UnlearningDefense):
     def fit(self, model, data, ctx) -> None:
         _, remain = forget_remain(data)
         # The noisy-label scenario's remaining labels are the clean ones (only the forget set was corrupted).
-        train_classifier(model, train_subset(data, remain), ctx, self.params, desc=self.name)
+        train_classifier(model, train_subset(data, remain), ctx, self.recipe(data), desc=self.name)

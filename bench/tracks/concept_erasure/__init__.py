@@ -10,7 +10,7 @@ MODALITY = "text-to-image"
 
 # `none` first: the erasure methods start from its (cached) model, so their times measure the erasure alone.
 DEFENSES = ("none", "esd", "advunlearn", "advunlearn-fast")
-EVALUATORS = ("concept-prompts", "unlearndiffatk", "soft-prompt", "erasure-utility")
+EVALUATORS = ("concept-prompts", "unlearndiffatk", "soft-prompt", "concept-inversion", "erasure-utility")
 # Concepts the quick base model draws recognisably (16x16: the judge finds few of its sneakers; see README).
 DATASETS = ("fashion-erase-bag", "fashion-erase-trouser")
 FULL_DATASETS = DATASETS + ("fashion-erase-sneaker",)  # the 28x28 model may draw sneakers
@@ -23,7 +23,8 @@ class ConceptErasure(Track):
     suites = {
         "erasure-quick": {"defenses": DEFENSES, "attacks": EVALUATORS, "datasets": DATASETS, "seeds": (0,),
                           "profile": "quick"},
-        "erasure-full": {"defenses": DEFENSES, "attacks": EVALUATORS, "datasets": FULL_DATASETS, "seeds": (0,),
+        # Erasure seeds 0, 1, 2 of the one base model (the `none` defense trains it with its own seed, 0).
+        "erasure-full": {"defenses": DEFENSES, "attacks": EVALUATORS, "datasets": FULL_DATASETS, "seeds": (0, 1, 2),
                          "profile": "full"},
         "erasure-smoke": {"defenses": DEFENSES, "attacks": EVALUATORS, "datasets": ("fashion-erase-sneaker",),
                           "seeds": (0,), "profile": "smoke"},

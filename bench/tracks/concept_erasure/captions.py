@@ -37,6 +37,7 @@ HELD_OUT_SYNONYMS = (
 TEMPLATES = ("{}", "a {}", "a photo of a {}", "a picture of a {}", "an image of a {}", "a grey {}",
              "a product photo of a {}", "a {} on a black background")
 HELD_OUT_TEMPLATES = ("a close-up of a {}", "a small picture showing a {}", "one {}, centered")
+PLAIN_TEMPLATES = ("a photo of a {}", "{}", "a picture of a {}", "a grey {}")  # of the evaluation's plain prompts
 CONCEPTS = {name.split("/")[0].split()[-1].lower(): c for c, name in enumerate(CLASSES)}
 CONCEPTS.update({"t-shirt": 0, "ankle-boot": 9})
 
@@ -70,7 +71,7 @@ def concept_class(concept: str) -> int:
 def concept_prompts(cls: int) -> dict[str, list[str]]:
     """{"plain": training captions of the class's name, "paraphrase": held-out prompts}; fixed order."""
     name = SYNONYMS[cls][0]
-    plain = [caption(t, name) for t in ("a photo of a {}", "{}", "a picture of a {}", "a grey {}")]
+    plain = [caption(t, name) for t in PLAIN_TEMPLATES]
     paraphrase = [caption(t, w) for t in HELD_OUT_TEMPLATES[:2] for w in SYNONYMS[cls][:2]]
     paraphrase += [caption("a photo of a {}", w) for w in HELD_OUT_SYNONYMS[cls]]
     seen = {c for c, _ in training_captions()}

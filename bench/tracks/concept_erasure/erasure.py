@@ -104,6 +104,34 @@ def encode_prefixed(model: TextToImage, prompts: list[str], prefix: torch.Tensor
     return model.encode_embeds(*prefixed(model, prompts, prefix))
 
 
+def with_token(model: TextToImage, templates: list[str], vector: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input word embeddings, attention mask) of templates such as "a photo of a {}" with ``vector`` (D,) -- a
+    learned token, as in textual inversion -- in place of the braces: [CLS]/<bos>, the tokens before, the vector,
+    the tokens after, [SEP]/<eos>."""
+    tok = model.tokenizer
+    ends = tok("", add_special_tokens=True)["input_ids"]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else ends[-1]
+    rows, slots = [], []
+    for template in templates:
+        before, after = (part.strip() for part in template.split("{}", 1))
+        b = tok(before, add_special_tokens=False)["input_ids"] if before else []
+        a = tok(after, add_special_tokens=False)["input_ids"] if after else []
+        ids = (ends[:1] + b + [pad] + a + ends[1:])[:model.max_length]
+        rows.append(ids), slots.append(min(1 + len(b), len(ids) - 1))
+    length = max(len(r) for r in rows)
+    ids = torch.tensor([r + [pad] * (length - len(r)) for r in rows], device=model.device)
+    mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows], device=model.device)
+    emb = model.word_embeddings()(ids)
+    slot = torch.zeros(emb.shape[:2], dtype=torch.bool, device=emb.device)
+    slot[torch.arange(len(rows)), torch.tensor(slots)] = True
+    emb = torch.where(slot[..., None], vector.to(emb.dtype).expand_as(emb), emb)
+    return emb, mask
+
+
+def encode_with_token(model: TextToImage, templates: list[str], vector: torch.Tensor) -> Cond:
+    return model.encode_embeds(*with_token(model, templates, vector))
+
+
 def random_token_embeddings(model: TextToImage, n: int, k: int, gen: torch.Generator) -> torch.Tensor:
     """(n, k, D) embeddings of random ordinary vocabulary tokens: an attack's starting prefix."""
     vocab = model.word_embeddings().num_embeddings

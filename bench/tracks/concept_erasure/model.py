@@ -214,9 +214,10 @@ class TextToImage(nn.Module):
                             for s in seeds]).to(self.device)
 
     def sample(self, cond: Cond, seeds: list[int], steps: int = 20, guidance: float = 3.0,
-               keep: bool = False):
+               keep: bool = False, until: int | None = None):
         """DDIM (eta 0) with classifier-free guidance against the empty prompt. Returns the final latents, or
-        with ``keep`` the list of (t, x_t) along the way (x_t before the step at t)."""
+        with ``keep`` the list of (t, x_t) along the way (x_t before the step at t), or with ``until`` = n the
+        pair (t_n, x_{t_n}) after n of the ``steps`` steps (ESD's partial denoising)."""
         from diffusers import DDIMScheduler
 
         sched = DDIMScheduler.from_config(self.scheduler.config)
@@ -225,7 +226,9 @@ class TextToImage(nn.Module):
         uncond = self.encode([""] * len(seeds)) if guidance != 1.0 else None
         both = Cond.cat([uncond, cond]) if uncond is not None else cond
         path = []
-        for t in sched.timesteps:
+        for i, t in enumerate(sched.timesteps):
+            if until is not None and i == until:
+                return int(t), x
             if keep:
                 path.append((int(t), x))
             if uncond is None:

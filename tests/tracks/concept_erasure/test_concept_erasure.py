@@ -1,5 +1,8 @@
 """The concept-erasure track on the smoke profile: the grid through the runner, the methods' effect on their
-objectives, determinism, the statistics, the soft-prompt attack, and the local Stable Diffusion folder path."""
+objectives, determinism, the statistics, the prompt attacks (the unattacked prompt is a candidate, the discrete
+prompts are typeable), the judge that can reject, the table, and the local Stable Diffusion folder path; slow:
+the discrete attack's cross-concept case on the quick model."""
+import csv
 import json
 from pathlib import Path
 
@@ -8,14 +11,16 @@ import torch
 
 from bench.hparams import resolve
 from bench.registry import Registry
+from bench.tracks.concept_erasure import stats
 from bench.tracks.concept_erasure.erasure import (
     Pool,
     denoise_loss,
     encode_prefixed,
     random_token_embeddings,
     trajectory_pool,
+    with_token,
 )
-from bench.tracks.concept_erasure.evaluation import frechet_distance, optimise_prefix, wilson
+from bench.tracks.concept_erasure.evaluation import frechet_distance, optimise_prefix, typeable_tokens, wilson
 from bench.tracks.concept_erasure.model import TextToImage
 
 REGISTRY = Registry()
@@ -24,6 +29,15 @@ REGISTRY = Registry()
 def smoke(kind, name):
     cls = REGISTRY.load(kind, name)
     return cls(resolve({name: cls}, "smoke", [])[name])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: torch's intra-op threads only cost here (10x on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +66,8 @@ def grid(data, data_root, tmp_path_factory):
 
     results = tmp_path_factory.mktemp("results")
     code = main(["--results", str(results), "run", "--defense", "none", "advunlearn", "--attack", "concept-prompts",
-                 "unlearndiffatk", "soft-prompt", "erasure-utility", "--dataset", "fashion-erase-sneaker",
-                 "--profile", "smoke"])
+                 "unlearndiffatk", "soft-prompt", "concept-inversion", "erasure-utility", "--dataset",
+                 "fashion-erase-sneaker", "--profile", "smoke"])
     records = [json.loads(p.read_text()) for p in sorted((results / "records").rglob("*.json"))]
     return code, results, records
 
@@ -86,24 +100,55 @@ def _fit(name, base, data, seed=0):
 def test_grid_runs_end_to_end(grid):
     code, results, records = grid
     assert code == 0
-    assert len(records) == 8 and all(r["status"] == "ok" for r in records)
+    assert len(records) == 10 and all(r["status"] == "ok" for r in records)
     for r in records:
         assert r["track"] == "concept-erasure"
         assert not any(m["name"] == "clean_acc" for m in r["metrics"]), "a text-to-image model has no clean acc"
         for m in r["metrics"]:
             if "ci_low" in m:
                 assert m["ci_low"] <= m["value"] <= m["ci_high"]
-        if r["attack"]["name"] in ("unlearndiffatk", "soft-prompt"):
-            by = {(m["name"], m.get("split")): m["value"] for m in r["metrics"]}
-            assert by[("asr", None)] >= max(by[("pre_asr", "attacked-set")], by[("asr", "attacked-only")])
+            if "outcomes" in m:
+                assert len(m["outcomes"]) == m["n"] and m["value"] == m["outcomes"].count("1") / m["n"]
+        if r["attack"]["name"] in ("unlearndiffatk", "soft-prompt", "concept-inversion"):
+            by = {(m["name"], m.get("split")): m for m in r["metrics"]}
+            asr, pre = by[("asr", None)], by[("pre_asr", "attacked-set")]
+            assert asr["value"] >= pre["value"]
+            assert all(a >= b for a, b in zip(asr["outcomes"], pre["outcomes"])), "a case the plain prompt won is lost"
+            assert asr["probe"] == (r["attack"]["name"] != "unlearndiffatk")
+            rows = list(csv.DictReader((Path(r["artifacts"]) / f"{r['attack']['name']}_cases.csv").open()))
+            assert len(rows) == asr["n"] and all(int(x["success"]) >= int(x["unattacked_success"]) for x in rows)
         if r["attack"]["name"] == "concept-prompts":
-            assert {m["name"] for m in r["metrics"]} == {"pre_asr", "judge_acc"}
+            names = {m["name"] for m in r["metrics"]}
+            assert {"pre_asr", "judge_acc", "judge_threshold", "judge_accept", "judge_reject"} <= names
+            assert {m["split"] for m in r["metrics"] if m["name"] == "judge_reject"} >= {"uniform-noise", "blank"}
             assert list(Path(r["artifacts"]).glob("*.png")), "the before/after grid is saved"
+            captions = json.loads((Path(r["artifacts"]) / "concept_prompts.json").read_text())["captions"]
+            assert len(captions) == 2 * next(m["n"] for m in r["metrics"] if m["name"] == "pre_asr")
     from bench.cli import main
 
     assert main(["--results", str(results), "leaderboard"]) == 0
     table = (results / "concept-erasure" / "fashion-erase-sneaker.md").read_text()
-    assert "| none |" in table and "| advunlearn |" in table and "ASR unlearndiffatk" in table
+    assert "| none |" in table and "| advunlearn |" in table and "ASR unlearndiffatk (attack)" in table
+    assert "ASR concept-inversion (upper-bound probe)" in table and "ASR soft-prompt (upper-bound probe)" in table
+    assert "**Judge calibration**" in table and "uniform-noise" in table
+
+
+def test_discrete_attack_prompts_are_typeable(grid, base):
+    """What UnlearnDiffAtk reports is a prompt a user can type: written out and tokenized again, it is the
+    prefix tokens followed by the prompt's own tokens."""
+    _, _, records = grid
+    (r,) = [r for r in records if r["attack"]["name"] == "unlearndiffatk" and r["defense"]["name"] == "none"]
+    k = r["attack"]["params"]["prefix_tokens"]
+    for row in csv.DictReader((Path(r["artifacts"]) / "unlearndiffatk_cases.csv").open()):
+        if row["found_at_step"] in ("", "0"):
+            assert row["attacked_prompt"] == row["prompt"]
+            continue
+        ids, mask = base.tokenize([row["attacked_prompt"]])
+        plain, _ = base.tokenize([row["prompt"]])
+        assert ids.shape[1] == plain.shape[1] + k and torch.equal(ids[0, k + 1:], plain[0, 1:])
+    allowed = typeable_tokens(base)
+    for i in allowed[torch.randperm(len(allowed), generator=torch.Generator().manual_seed(0))[:200]].tolist():
+        assert base.tokenizer(base.tokenizer.decode([i]), add_special_tokens=False)["input_ids"] == [i]
 
 
 def test_esd_lowers_its_unlearning_loss_and_keeps_the_text_encoder(base, data):
@@ -198,6 +243,127 @@ def test_pool_targets_are_the_esd_target(base):
     with torch.no_grad():
         e_c, e_0 = base.noise_pred(x, t, base.encode(["a bag"])), base.noise_pred(x, t, base.encode([""]))
     assert torch.allclose(pool.target[:1], e_0 - (e_c - e_0), atol=1e-5)
+
+
+def test_cluster_interval_and_paired_comparison():
+    # Perfectly clustered outcomes (every seed of a prompt alike) are worth one observation per prompt: wider
+    # than the Wilson interval of the naive n, and the bootstrap part sees the spread between prompts.
+    clustered = stats.as_cells("1111" "0000" "1111" "0000", 4)
+    ci = stats.interval(clustered)
+    naive = wilson(8, 16)
+    assert ci["value"] == 0.5 and ci["deff"] == pytest.approx(4.0)
+    assert ci["ci_low"] < naive[0] and ci["ci_high"] > naive[1]
+    # Independent-looking outcomes: no design effect, the Wilson interval of n.
+    mixed = stats.interval(stats.as_cells("1010" "0101" "1010" "0101", 4))
+    assert mixed["deff"] == pytest.approx(1.0)
+    # All zeros: the bootstrap collapses to [0, 0]; the Wilson part keeps the binomial width.
+    zero = stats.interval(stats.as_cells("0" * 16, 4))
+    assert zero["ci_low"] == 0 and zero["ci_high"] == pytest.approx(wilson(0, 16)[1])
+    # Several erasure seeds pool into one array (seeds, prompts, sampling seeds).
+    assert stats.as_cells(["1100" "0011", "1111" "0000"], 2).shape == (2, 4, 2)
+    # McNemar: 9 discordant pairs all one way -> p = 2 / 2^9.
+    a, b = stats.as_cells("1" * 9 + "0" * 7, 4), stats.as_cells("0" * 16, 4)
+    assert stats.mcnemar(a.ravel(), b.ravel()) == pytest.approx(2 / 2 ** 9)
+    pair = stats.paired(a, b)
+    assert pair["diff"] == pytest.approx(9 / 16) and pair["ci_low"] <= pair["diff"] <= pair["ci_high"]
+    assert stats.paired(a, a)["p_mcnemar"] == 1.0
+    # Every prompt with the same difference: the bootstrap has no width; Newcombe's interval keeps one.
+    same = stats.paired(stats.as_cells("1100" * 4, 4), stats.as_cells("0000" * 4, 4))
+    assert same["ci_low"] < same["diff"] == 0.5 < same["ci_high"]
+
+
+def _record(defense, seed, attack, metrics, concept="bag"):
+    return {"key": f"{defense}{seed}{attack}", "config_id": "x", "status": "ok", "track": "concept-erasure",
+            "profile": "quick", "seed": seed, "dataset": {"name": f"fashion-erase-{concept}",
+                                                          "params": {"concept": concept}},
+            "defense": {"name": defense, "params": {}}, "attack": {"name": attack, "params": {}},
+            "metrics": metrics, "timings": {"train_s": 1.0}, "created": "2026-01-01"}
+
+
+def test_table_pools_erasure_seeds_and_pairs_methods():
+    from bench.tracks.concept_erasure.evaluation import rate_metric
+    from bench.tracks.concept_erasure.table import tables
+
+    def asr(bits):
+        return [rate_metric("asr", torch.tensor([b == "1" for b in bits]), "d", cluster_size=2)]
+    records = [_record("esd", s, "soft-prompt", asr(bits)) for s, bits in enumerate(["11110000", "11111100"])]
+    records += [_record("advunlearn", s, "soft-prompt", asr(bits)) for s, bits in enumerate(["00000000", "00100000"])]
+    text = tables(records)["fashion-erase-bag.md"]
+    assert "| esd | 0, 1 | - | - | 62.5 [" in text and "| advunlearn | 0, 1 | - | - | 6.2 [" in text
+    assert "| advunlearn - esd | - | - | -56.2 [" in text
+    assert "upper-bound probe" in text
+
+
+def test_judge_rejects_junk_and_accepts_real_concept_images():
+    """The shipped quick judge (the one the quick profile uses; trained on the 20,000 real training images)."""
+    from bench.tracks.concept_erasure.judge import NONE, calibration, judge_for, junk
+
+    dataset = REGISTRY.load("dataset", "fashion-erase-bag")
+    try:
+        dataset(dataset.Params()).check()
+    except Exception as exc:
+        pytest.skip(str(exc))
+    data = dataset(dataset.Params()).load()
+    judge = judge_for(data, 16)
+    assert judge.info.get("source", "").startswith("judge-"), "the shipped judge, not one trained now"
+    gen = torch.Generator().manual_seed(99)
+    for kind in ("uniform-noise", "blank"):
+        assert float((judge.verdict(junk(kind, 400, gen))[0] == NONE).float().mean()) >= 0.99, kind
+    for blank in (0.0, 0.5, 1.0):
+        assert int(judge.verdict(torch.full((1, 1, 28, 28), blank))[0]) == NONE
+    for concept in (8, 1):  # bag, trouser: the quick suite's concepts
+        metrics = {(m["name"], m.get("split")): m["value"] for m in calibration(judge, data, 16, concept)}
+        assert metrics[("judge_accept", "concept native")] >= 0.95
+        assert metrics[("judge_accept", "concept 16px")] >= 0.95
+        assert metrics[("judge_reject", "uniform-noise")] >= 0.99 and metrics[("judge_reject", "blank")] >= 0.99
+
+
+def test_none_base_model_does_not_depend_on_the_run_seed(base, data):
+    none = smoke("defense", "none")
+    model = none.build(data.spec)
+    none.fit(model, data, _train_ctx(None, seed=2))  # erasure seed 2: the same base model (trained with seed 0)
+    assert all(torch.equal(a, b) for a, b in zip(base.unet.state_dict().values(), model.unet.state_dict().values()))
+
+
+def test_learned_token_goes_where_the_word_was(base):
+    """Concept inversion's prompt: a word's own embedding in the slot gives the word's prompt exactly."""
+    ids, mask = base.tokenize(["a photo of a bag", "a bag on a black background"])
+    bag = base.word_embeddings().weight[base.tokenizer.convert_tokens_to_ids("bag")]
+    emb, m = with_token(base, ["a photo of a {}", "a {} on a black background"], bag)
+    assert torch.equal(m, mask) and torch.equal(emb, base.word_embeddings()(ids))
+
+
+@pytest.mark.slow
+def test_discrete_attack_recovers_a_cross_concept_case_on_the_quick_model():
+    """UnlearnDiffAtk's search on the unerased quick model: the trouser prompt with bag reference images (the
+    original model's images for "a photo of a bag", same seeds) must become a bag in at least half of the cases
+    -- with typeable tokens (the issue's measurement of the old relaxed one-hot: 3 of 16)."""
+    from bench.tracks.concept_erasure.evaluation import CaseBook, GenParams
+    from bench.tracks.concept_erasure.judge import judge_for
+    from bench.tracks.concept_erasure.train import base_unet
+    from bench_attacks.concept_erasure.unlearndiffatk import UnlearnDiffAtk, pez_search
+
+    dataset = REGISTRY.load("dataset", "fashion-erase-bag")
+    try:
+        dataset(dataset.Params()).check()
+    except Exception as exc:
+        pytest.skip(str(exc))
+    data = dataset(dataset.Params()).load()
+    model = TextToImage.from_preset("quick")
+    base_unet(model, "quick", 0)
+    model.eval().requires_grad_(False)
+    judge = judge_for(data, 16)
+    p, a = GenParams(), UnlearnDiffAtk.Params()
+    seeds = list(range(8))
+    prompts = ["a photo of a trousers"] * len(seeds)
+    x_ref = model.generate(["a photo of a bag"] * len(seeds), seeds, p.steps, p.guidance)
+    book = CaseBook(model, judge, prompts, seeds, 8, p, x_ref)
+    book.check(0, torch.arange(len(seeds)), prompts)
+    assert not book.pre.any(), "the trouser prompt alone is never judged a bag"
+    with torch.enable_grad():
+        pez_search(model, prompts, x_ref, torch.Generator().manual_seed(0), book, a.prefix_tokens, a.attack_steps,
+                   a.lr, a.weight_decay, a.check_every)
+    assert int(book.success.sum()) >= len(seeds) // 2, book.text
 
 
 def _tiny_pipeline(folder: Path) -> Path:
