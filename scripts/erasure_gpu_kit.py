@@ -5,8 +5,8 @@ in one ignored folder (~52 MB), for scripts/gpu_erasure.sh:
 
 - minilm.tar.xz: the float16 MiniLM copy (bench.tracks.text_robustness.minilm_copy), xz-compressed (41 MB instead of 45);
 - diffusers.tar.xz: the installed diffusers package (the host lacks it; 2 MB instead of a 6 MB wheel);
-- fashion.tar.xz: Fashion-MNIST's IDX files with only the images the full profile reads kept (the class-balanced
-  20,000 training and 2,000 test images of fashion-erase-*: the judge's data, and the base model's), every other
+- fashion.tar.xz: Fashion-MNIST's IDX files with only the images the profiles read kept (the class-balanced
+  training and test subsets of fashion-erase-* in every profile: the judge's data, and the base model's), every other
   image zeroed. The labels are complete, and the subsets are chosen from the labels alone, so the selection
   (and every number computed from it) is the same as with the real files; zeros compress to nothing (8 MB).
 """
@@ -34,19 +34,21 @@ def xz_tar(out: Path, folder: Path, *names: str) -> None:
 
 
 def fashion_subset(dest: Path) -> None:
-    full = FashionErase.Params(**FashionErase.profiles["full"])
-    keep = {"train": full.n_train, "t10k": full.n_test}
+    """Every profile's images kept (the quick and smoke subsets are not inside the full one)."""
+    params = [FashionErase.Params(**FashionErase.profiles.get(p, {})) for p in ("smoke", "quick", "full")]
+    keep = {"train": [p.n_train for p in params], "t10k": [p.n_test for p in params]}
     src = FashionMNIST(FashionMNIST.Params())._folder()
     read = lambda name: (gzip.open(src / f"{name}.gz").read() if (src / f"{name}.gz").is_file()  # noqa: E731
                          else (src / name).read_bytes())
     raw = dest / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for split, n in keep.items():
+    for split, sizes in keep.items():
         labels, images = read(f"{split}-labels-idx1-ubyte"), read(f"{split}-images-idx3-ubyte")
         y = np.frombuffer(labels, np.uint8, offset=8)
         x = np.frombuffer(images, np.uint8, offset=16).reshape(len(y), -1).copy()
         drop = np.ones(len(y), bool)
-        drop[subsample_indices(y, n)] = False
+        for n in sizes:
+            drop[subsample_indices(y, n)] = False
         x[drop] = 0
         (raw / f"{split}-labels-idx1-ubyte").write_bytes(labels)
         (raw / f"{split}-images-idx3-ubyte").write_bytes(images[:16] + x.tobytes())
