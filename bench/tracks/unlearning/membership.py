@@ -14,7 +14,8 @@ Per attack definition (``definition_id``), the metrics are:
   ``cal`` non-members to the stated false-positive rate (``member_fpr``), with an interval;
   ``mia_fpr_heldout``: the share of the ``eval`` non-members that threshold calls members (calibration check);
 - ``mia_power_auc`` (+ "lo" / "hi"): the same AUC on the original model -- the attack's power;
-  ``mia_signal``: 1 when that interval excludes 0.5, else 0 (tables then show the attack's numbers as "n.s.").
+  ``mia_signal``: 1 when that interval lies above 0.5, else 0 (tables then show the attack's numbers as "n.s.");
+  an interval below 0.5 is no power either: the attack ranks the members it should find *lower*.
 
 Intervals: percentile bootstrap over examples (forget set and non-members resampled separately; the threshold
 re-calibrated in each resample), ``resamples`` times, seeded by ``seed`` and the definition id alone, so every
@@ -108,9 +109,9 @@ def attack_metrics(definition_id: str, text: str, forget: np.ndarray, cal: np.nd
     add("mia_power_auc", power, len(power_forget) + len(power_ev),
         "validity gate: the attack's ROC AUC on the ORIGINAL model, forget set (members there) vs held-out "
         "class-matched non-members", interval)
-    signal = not (interval[0] <= 0.5 <= interval[1])
+    signal = interval[0] > 0.5
     add("mia_signal", 1.0 if signal else 0.0, len(power_forget) + len(power_ev),
-        "1 when the validity gate's interval excludes 0.5 (the attack tells members from non-members on the "
+        "1 when the validity gate's interval lies above 0.5 (the attack tells members from non-members on the "
         "original model), else 0: its numbers then mean nothing ('n.s.' in tables)")
     return out
 

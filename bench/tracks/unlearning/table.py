@@ -9,7 +9,7 @@ two gaps to retrain, never one average: **Acc gap** (mean |method - retrain| ove
 against retrain of the same seed, then mean ± std over seeds.
 
 Validity gate: every membership record carries its attack's AUC on the original model (members = the forget
-set) with a bootstrap interval. Where that interval contains 0.5 the attack cannot tell members from
+set) with a bootstrap interval. Where that interval does not lie above 0.5 the attack cannot tell members from
 non-members on this scenario, so its numbers are shown as ``n.s.`` (no signal), left out of the privacy gap,
 and the reason is written under the table. A second table per section gives every attack's AUC, TPR at 1% and
 0.1% FPR, the share of the forget set called member at the calibrated threshold and the realised held-out FPR,
@@ -208,7 +208,7 @@ def _notes(columns, rows, gates) -> list[str]:
             silent.append(f"`{d}` (no gate in its records)")
     if silent:
         notes.append("**n.s. = no signal**: on the original model, the attack's AUC of the forget set (members "
-                     "there) vs class-matched non-members has a 95% bootstrap interval containing 50 -- it cannot "
+                     "there) vs class-matched non-members has a 95% bootstrap interval that does not lie above 50 -- it cannot "
                      "tell members from non-members on this scenario, so its numbers say nothing about "
                      "forgetting; they are shown as n.s. and left out of the privacy gap: " + "; ".join(silent)
                      + ". † = some seeds had no signal and are left out of the mean.")
@@ -375,7 +375,7 @@ def _detail_tables(columns, rows, gates) -> list[str]:
              "over seeds]. `Member share`: share of the forget set called member at the threshold calibrated on "
              "held-out non-members to the stated FPR (in the records' definitions); `Held-out FPR`: the share of "
              "other held-out non-members that threshold lets through (it should be near the stated FPR); `Gate "
-             "AUC`: the attack's AUC on the original model (its power; interval containing 50: n.s.).", ""]
+             "AUC`: the attack's AUC on the original model (its power; interval not above 50: n.s.).", ""]
     head = ["Attack", "Method"] + [label for _, label in DETAIL] + ["Signal"]
     lines += [md_row(head), md_row(["---", "---"] + ["---:"] * (len(head) - 2))]
     for d in definitions:

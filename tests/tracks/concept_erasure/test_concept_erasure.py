@@ -20,7 +20,12 @@ from bench.tracks.concept_erasure.erasure import (
     trajectory_pool,
     with_token,
 )
-from bench.tracks.concept_erasure.evaluation import frechet_distance, optimise_prefix, typeable_tokens, wilson
+from bench.tracks.concept_erasure.evaluation import (
+    frechet_distance,
+    optimise_prefix,
+    typeable_tokens,
+    wilson,
+)
 from bench.tracks.concept_erasure.model import TextToImage
 
 REGISTRY = Registry()
@@ -31,13 +36,7 @@ def smoke(kind, name):
     return cls(resolve({name: cls}, "smoke", [])[name])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: torch's intra-op threads only cost here (10x on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -368,7 +367,12 @@ def test_discrete_attack_recovers_a_cross_concept_case_on_the_quick_model():
 
 def _tiny_pipeline(folder: Path) -> Path:
     """A randomly initialised Stable Diffusion pipeline (CLIP text encoder and tokenizer, VAE, UNet), saved."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}

@@ -26,14 +26,7 @@ from bench.tracks.unlearning.scenarios import (
 )
 from bench.tracks.unlearning.table import tables
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tests train many tiny models: one thread is faster than several on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # A recipe that memorises small digit sets in well under a second: an MLP, 80 epochs of Adam 3e-3.
@@ -97,6 +90,19 @@ def test_statistics_and_the_calibrated_threshold():
         threshold = threshold_at_fpr(neg[:10000], fpr)
         assert abs((neg[10000:] > threshold).mean() - fpr) < 0.006, "held-out non-members pass at ~ the stated FPR"
     assert tpr_at_fpr(pos, neg, 0.01) < tpr_at_fpr(pos, neg, 0.1)
+
+
+@pytest.mark.parametrize("shift, signal", [(1.0, 1.0), (0.0, 0.0), (-1.0, 0.0)])
+def test_the_gate_needs_power_in_the_attack_s_direction(shift, signal):
+    """Signal only when the gate's interval lies above 0.5: an attack that ranks the members *lower* than the
+    non-members (interval below 0.5) has no power in its stated direction either."""
+    from bench.tracks.unlearning.membership import attack_metrics
+
+    rng = np.random.default_rng(1)
+    members, held = rng.normal(shift, size=300), rng.normal(size=600)
+    out = attack_metrics("probe", "probe", members, held[:300], held[300:], members, held[300:], 0.05, 100, 0)
+    (gate,) = [m["value"] for m in out if m["name"] == "mia_signal"]
+    assert gate == signal
 
 
 # ---- LiRA ---------------------------------------------------------------------------------------------------

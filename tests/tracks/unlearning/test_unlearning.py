@@ -13,13 +13,7 @@ from bench.tracks.unlearning.table import tables
 REGISTRY = Registry()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tests train many tiny models: one thread is faster than several on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def plugin(kind, name, profile="smoke", **overrides):
