@@ -8,7 +8,12 @@ import torch
 
 from bench.tracks.concept_erasure.captions import PLAIN_TEMPLATES, TEMPLATES
 from bench.tracks.concept_erasure.erasure import encode_with_token
-from bench.tracks.concept_erasure.evaluation import ATTACK_PROFILES, AttackParams, PromptAttack, noised
+from bench.tracks.concept_erasure.evaluation import (
+    ATTACK_PROFILES,
+    AttackParams,
+    PromptAttack,
+    noised,
+)
 
 PLACEHOLDER = "<v*>"
 

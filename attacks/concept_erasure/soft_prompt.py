@@ -5,8 +5,16 @@ import dataclasses
 
 import torch
 
-from bench.tracks.concept_erasure.erasure import encode_prefixed, random_token_embeddings
-from bench.tracks.concept_erasure.evaluation import ATTACK_PROFILES, AttackParams, PromptAttack, noised
+from bench.tracks.concept_erasure.erasure import (
+    encode_prefixed,
+    random_token_embeddings,
+)
+from bench.tracks.concept_erasure.evaluation import (
+    ATTACK_PROFILES,
+    AttackParams,
+    PromptAttack,
+    noised,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,13 @@ from bench.tracks.unlearning.membership import (
     online_score,
     phi,
 )
-from bench.tracks.unlearning.scenarios import TRAIN_FIELDS, membership_sets, origin_of, shadow_in, shadow_pool
+from bench.tracks.unlearning.scenarios import (
+    TRAIN_FIELDS,
+    membership_sets,
+    origin_of,
+    shadow_in,
+    shadow_pool,
+)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,11 @@ from bench.tracks.concept_erasure.erasure import (
     random_token_embeddings,
     trajectory_pool,
 )
-from bench.tracks.concept_erasure.evaluation import ATTACK_PROFILES, AttackParams, noised
+from bench.tracks.concept_erasure.evaluation import (
+    ATTACK_PROFILES,
+    AttackParams,
+    noised,
+)
 from bench.tracks.concept_erasure.model import FULL_GUIDANCE
 
 SOFT_LR = 0.01  # the soft-prompt evaluator's (bench_attacks.concept_erasure.soft_prompt.SoftPromptParams.lr)

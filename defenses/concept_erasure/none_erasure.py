@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from bench.tracks.concept_erasure.erasure import MODEL_PROFILES, ErasureDefense, ModelParams
+from bench.tracks.concept_erasure.erasure import (
+    MODEL_PROFILES,
+    ErasureDefense,
+    ModelParams,
+)
 from bench.tracks.concept_erasure.model import PRESETS
 from bench.tracks.concept_erasure.train import base_unet
 

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench.tracks.unlearning.scenarios import TrainParams, UnlearningDefense, forget_remain, method_profiles
+from bench.tracks.unlearning.scenarios import (
+    TrainParams,
+    UnlearningDefense,
+    forget_remain,
+    method_profiles,
+)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 from bench.tracks.image_robustness.training import train_classifier
-from bench.tracks.unlearning.scenarios import UnlearningDefense, forget_remain, train_subset
+from bench.tracks.unlearning.scenarios import (
+    UnlearningDefense,
+    forget_remain,
+    train_subset,
+)
 
 
 class Retrain(UnlearningDefense):

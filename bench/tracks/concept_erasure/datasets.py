@@ -13,7 +13,12 @@ import dataclasses
 
 from bench.plugins import Dataset, Splits
 from bench.tracks.concept_erasure import MODALITY, TRACK
-from bench.tracks.concept_erasure.captions import concept_class, concept_prompts, retain_prompts, training_captions
+from bench.tracks.concept_erasure.captions import (
+    concept_class,
+    concept_prompts,
+    retain_prompts,
+    training_captions,
+)
 from bench.tracks.image_robustness.fashion_mnist import FashionMNIST
 
 

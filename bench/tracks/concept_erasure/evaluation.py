@@ -24,12 +24,10 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.plugins import Evaluator
-from bench.tracks.concept_erasure import MODALITY, TRACK
-from bench.tracks.concept_erasure import stats
+from bench.tracks.concept_erasure import MODALITY, TRACK, stats
 from bench.tracks.concept_erasure.judge import LABELS, NONE, Judge, judge_for, rule
 from bench.tracks.concept_erasure.model import FULL_GUIDANCE, TextToImage, for_judge
 

@@ -16,7 +16,15 @@ import io
 import statistics
 from pathlib import Path
 
-from bench.tables import GENERATED, by_dataset, dedupe, md_row, provenance, variant, variant_labels
+from bench.tables import (
+    GENERATED,
+    by_dataset,
+    dedupe,
+    md_row,
+    provenance,
+    variant,
+    variant_labels,
+)
 
 FIRST = ("none",)
 ATTACK_ORDER = ("unlearndiffatk", "soft-prompt", "concept-inversion")
