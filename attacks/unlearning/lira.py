@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 
 from bench.plugins import Evaluator
 from bench.tracks.unlearning import TRACK
 from bench.tracks.unlearning.membership import (
     attack_metrics,
+    candidate_parts,
     gaussians,
     offline_score,
     online_score,
@@ -57,9 +57,7 @@ class _ShadowAttack(Evaluator):
     def _candidates(self, data):
         """(pool x, pool y, candidate pool positions, [forget, cal, eval] positions into the candidates)."""
         x, y, candidates = shadow_pool(data)
-        ms = membership_sets(data)
-        n_f = len(ms.forget)
-        return x, y, candidates, (torch.arange(n_f), n_f + ms.cal, n_f + ms.eval)
+        return x, y, candidates, candidate_parts(membership_sets(data))
 
     def _phis(self, models, x, y, ctx) -> np.ndarray:
         return np.stack([phi(ctx.logits(m, x), y) for m in models])

@@ -9,7 +9,7 @@ import torch
 
 from bench.plugins import Evaluator
 from bench.tracks.unlearning import TRACK
-from bench.tracks.unlearning.membership import attack_metrics
+from bench.tracks.unlearning.membership import attack_metrics, candidate_parts
 from bench.tracks.unlearning.scenarios import TRAIN_FIELDS, membership_sets, origin_of
 
 
@@ -102,8 +102,7 @@ class MembershipInference(Evaluator):
         seed = self.params.bootstrap_seed
         scores = self._scores(model, data, ms, ctx, seed)
         power = self._scores(ctx.model_of("original", **recipe), data, ms, ctx, seed)
-        n_f = len(ms.forget)
-        parts = (torch.arange(n_f), n_f + ms.cal, n_f + ms.eval)
+        parts = candidate_parts(ms)
         metrics = []
         for definition, (_, text) in DEFINITIONS.items():
             s, q = scores[definition], power[definition]

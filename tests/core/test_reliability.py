@@ -32,8 +32,9 @@ def outcomes(results: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    from bench.registry import Registry
     from plugins_for_tests import EXTRA
+
+    from bench.registry import Registry
 
     results = tmp_path_factory.mktemp("whole")
     code, _ = run(Registry(extra=EXTRA), results, GRID)

@@ -5,8 +5,6 @@ import os
 import types
 from pathlib import Path
 
-import pytest
-
 from bench.registry import Registry
 from bench.runner import Runner, format_summary
 

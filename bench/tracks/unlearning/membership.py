@@ -53,6 +53,14 @@ def tpr_at_fpr(pos: np.ndarray, neg: np.ndarray, fpr: float) -> float:
     return float((np.asarray(pos) > threshold_at_fpr(neg, fpr)).mean()) if len(pos) else 0.0
 
 
+def candidate_parts(ms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions of [forget, cal, eval] in an attack's scores laid out as the forget set then the non-members
+    (``scenarios.membership_sets``), as numpy arrays: a one-element torch index into a numpy array would give a
+    scalar, not a set of one."""
+    n_f = len(ms.forget)
+    return np.arange(n_f), n_f + ms.cal.numpy(), n_f + ms.eval.numpy()
+
+
 def _rng(seed: int, definition_id: str, what: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(definition_id.encode()), zlib.crc32(what.encode())])
 

@@ -293,16 +293,21 @@ def test_table_pools_erasure_seeds_and_pairs_methods():
     assert "upper-bound probe" in text
 
 
-def test_judge_rejects_junk_and_accepts_real_concept_images():
-    """The shipped quick judge (the one the quick profile uses; trained on the 20,000 real training images)."""
-    from bench.tracks.concept_erasure.judge import NONE, calibration, judge_for, junk
-
+def quick_bag_data():
+    """fashion-erase-bag at its default (quick) size, or a skip when Fashion-MNIST is not installed."""
     dataset = REGISTRY.load("dataset", "fashion-erase-bag")
     try:
         dataset(dataset.Params()).check()
     except Exception as exc:
         pytest.skip(str(exc))
-    data = dataset(dataset.Params()).load()
+    return dataset(dataset.Params()).load()
+
+
+def test_judge_rejects_junk_and_accepts_real_concept_images():
+    """The shipped quick judge (the one the quick profile uses; trained on the 20,000 real training images)."""
+    from bench.tracks.concept_erasure.judge import NONE, calibration, judge_for, junk
+
+    data = quick_bag_data()
     judge = judge_for(data, 16)
     assert judge.info.get("source", "").startswith("judge-"), "the shipped judge, not one trained now"
     gen = torch.Generator().manual_seed(99)
@@ -342,12 +347,7 @@ def test_discrete_attack_recovers_a_cross_concept_case_on_the_quick_model():
     from bench.tracks.concept_erasure.train import base_unet
     from bench_attacks.concept_erasure.unlearndiffatk import UnlearnDiffAtk, pez_search
 
-    dataset = REGISTRY.load("dataset", "fashion-erase-bag")
-    try:
-        dataset(dataset.Params()).check()
-    except Exception as exc:
-        pytest.skip(str(exc))
-    data = dataset(dataset.Params()).load()
+    data = quick_bag_data()
     model = TextToImage.from_preset("quick")
     base_unet(model, "quick", 0)
     model.eval().requires_grad_(False)

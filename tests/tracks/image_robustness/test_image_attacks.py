@@ -13,7 +13,12 @@ from bench.context import AttackContext
 from bench.registry import Registry
 from bench.tracks.image_robustness.adversarial import fgsm, pgd
 from bench_attacks.image_robustness.pgd import PGDLinf, PGDParams
-from bench_attacks.image_robustness.worst_case import WorstCaseL2, WorstCaseL2Params, WorstCaseLinf, WorstCaseLinfParams
+from bench_attacks.image_robustness.worst_case import (
+    WorstCaseL2,
+    WorstCaseL2Params,
+    WorstCaseLinf,
+    WorstCaseLinfParams,
+)
 
 ATTACKS = {
     "fgsm": "bench_attacks.image_robustness.fgsm:FGSM", "pgd-linf": "bench_attacks.image_robustness.pgd:PGDLinf", "pgd-l2": "bench_attacks.image_robustness.pgd:PGDL2",

@@ -9,9 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_data import fake_cifar_bin
 
 from bench import data as common
-from bench.data import CorruptData, read_idx, stratified_split, subsample, subsample_indices
+from bench.data import (
+    CorruptData,
+    read_idx,
+    stratified_split,
+    subsample,
+    subsample_indices,
+)
 from bench.errors import DataMissing
 from bench.plugins import Splits
 from bench.tracks.image_robustness import TRACK
@@ -147,15 +154,6 @@ def test_fashion_default_message_names_package(monkeypatch, tmp_path):
 
 
 # --- CIFAR-10 binary
-
-def fake_cifar_bin(folder: Path, per_file: int = 20) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(2)
-    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-        labels = np.arange(per_file, dtype=np.uint8) % 10
-        pixels = rng.integers(0, 256, size=(per_file, 3072), dtype=np.uint8)
-        np.concatenate([labels[:, None], pixels], axis=1).tofile(folder / name)
-
 
 def test_cifar10_binary(tmp_path):
     fake_cifar_bin(tmp_path / "cifar-10-batches-bin")

@@ -21,7 +21,11 @@ from bench.errors import UsageError
 from bench.plugins import Facts
 from bench.records import write_record
 from bench.registry import Registry
-from bench.tracks.image_robustness.table import build_tables, render_csv, render_markdown
+from bench.tracks.image_robustness.table import (
+    build_tables,
+    render_csv,
+    render_markdown,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 TRACK = "image-robustness"

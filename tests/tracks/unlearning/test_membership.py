@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from fake_data import fake_cifar_bin
 from test_unlearning import (
     Bank,
     evaluate,
@@ -222,16 +223,6 @@ def test_the_second_method_trains_no_shadow(tmp_path):
 
 
 # ---- CIFAR-10 scenarios from a local root, resnet18 ---------------------------------------------------------
-
-def fake_cifar_bin(folder, per_file: int = 20) -> None:
-    """A tiny CIFAR-10 binary root: five training batches and a test batch of ``per_file`` random images."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(2)
-    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-        labels = np.arange(per_file, dtype=np.uint8) % 10
-        pixels = rng.integers(0, 256, size=(per_file, 3072), dtype=np.uint8)
-        np.concatenate([labels[:, None], pixels], axis=1).tofile(folder / name)
-
 
 def test_cifar10_scenarios_from_a_local_root_use_resnet18(tmp_path):
     fake_cifar_bin(tmp_path / "cifar-10-batches-bin", per_file=20)

@@ -7,7 +7,11 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from bench.tracks.image_robustness import TRACK
-from bench.tracks.image_robustness.training import ClassifierDefense, OptimParams, train_classifier
+from bench.tracks.image_robustness.training import (
+    ClassifierDefense,
+    OptimParams,
+    train_classifier,
+)
 
 
 @dataclass(frozen=True)
