@@ -11,8 +11,8 @@ Measured in one run, on the first ``--n`` test images of Fashion-MNIST (the quic
    clean-correct examples) for the components AutoAttack adds;
 2. full budgets, at the first eps of each norm, on the first ``--n-full`` images: the same;
 3. the implementations: the suite's own APGD-T, FAB-T and Square against torchattacks' ``APGDT``, ``FAB``
-   (``multi_targeted``) and ``Square`` at the same (quick) budgets, and the suite's APGD core with the CE loss
-   against ``apgd-ce`` (torchattacks' ``APGD``): time, robust accuracy, threat-model violations;
+   (``multi_targeted``) and ``Square`` at the same (quick) budgets,
+   and the suite's ``apgd-ce`` against torchattacks' ``APGD``: time, robust accuracy, threat-model violations;
 4. torchattacks' ``AutoAttack(version="standard")`` (its own defaults) on the ``--n-full`` images: time and
    robust accuracy, next to the suite's worst case at the full and quick budgets on the same images.
 
@@ -123,6 +123,9 @@ def torchattacks_fn(kind: str, model, norm: str, eps: float, params, seed: int):
     elif kind == "square":
         attack = torchattacks.Square(model, norm=ta_norm, eps=eps, n_queries=params.queries, n_restarts=1,
                                      p_init=params.p_init, seed=seed)
+    elif kind == "apgd-ce":
+        attack = torchattacks.APGD(model, norm=ta_norm, eps=eps, steps=params.steps, n_restarts=params.restarts,
+                                   seed=seed, loss="ce", rho=params.rho)
     elif kind == "autoattack":
         attack = torchattacks.AutoAttack(model, norm=ta_norm, eps=eps, version="standard", n_classes=10, seed=seed)
     else:
@@ -131,18 +134,6 @@ def torchattacks_fn(kind: str, model, norm: str, eps: float, params, seed: int):
     def fn(xb, yb):
         with torch.random.fork_rng(devices=[]), keep_modes(model):
             return attack(xb, yb)
-    return fn
-
-
-def own_apgd_ce_fn(model, norm, eps, steps, seed):
-    from bench_attacks.image_robustness._common import random_start
-    from bench_attacks.image_robustness.apgdt import apgd_run
-
-    generator = torch.Generator().manual_seed(seed)
-
-    def fn(xb, yb):
-        x0 = random_start(xb, eps, norm, generator, (0.0, 1.0))
-        return apgd_run(model, xb, yb, eps, norm, steps, "ce", x0, (0.0, 1.0))[0]
     return fn
 
 
@@ -284,16 +275,15 @@ def main() -> None:
                           f"{100 * ours.float().mean():5.1f} % (viol {v_ours}) | torchattacks {t_theirs:6.2f} s "
                           f"{100 * theirs.float().mean():5.1f} % (viol {v_theirs})", flush=True)
                 base = plugin(registry, "apgd-ce" + suffix, "quick")
-                ta, t_ta, v_ta = run_plugin(registry, model, base, x, y, correct, eps, "quick")
-                own, t_own, v_own = measure(own_apgd_ce_fn(model, norm, eps, base.params.steps, 0), model, x, y,
-                                            correct, eps, norm)
+                ours, t_ours, v_ours = run_plugin(registry, model, base, x, y, correct, eps, "quick")
+                ta, t_ta, v_ta = measure(torchattacks_fn("apgd-ce", model, norm, eps, base.params, seed=0), model, x, y,
+                                         correct, eps, norm)
                 rec["implementations"][f"apgd-ce{suffix}@{eps:g}"] = {
                     "params": hparams.as_dict(base.params),
-                    "ours (apgd_run, ce)": {"s": t_own, "robust_acc": float(own.float().mean()), "violations": v_own},
-                    "torchattacks (the plugin)": {"s": t_ta, "robust_acc": float(ta.float().mean()),
-                                                  "violations": v_ta}}
-                print(f"  impl  apgd-ce{suffix:<3}  eps {eps:g}: ours {t_own:6.2f} s {100 * own.float().mean():5.1f} % "
-                      f"(viol {v_own}) | torchattacks {t_ta:6.2f} s {100 * ta.float().mean():5.1f} % (viol {v_ta})",
+                    "ours": {"s": t_ours, "robust_acc": float(ours.float().mean()), "violations": v_ours},
+                    "torchattacks": {"s": t_ta, "robust_acc": float(ta.float().mean()), "violations": v_ta}}
+                print(f"  impl  apgd-ce{suffix:<3}  eps {eps:g}: ours {t_ours:6.2f} s {100 * ours.float().mean():5.1f} % "
+                      f"(viol {v_ours}) | torchattacks {t_ta:6.2f} s {100 * ta.float().mean():5.1f} % (viol {v_ta})",
                       flush=True)
 
             # 4. torchattacks' AutoAttack, standard version

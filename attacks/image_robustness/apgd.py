@@ -1,15 +1,15 @@
-"""Auto-PGD with the cross-entropy and the DLR loss (Croce & Hein, 2020), L-inf and L2, through torchattacks."""
+"""Auto-PGD with the cross-entropy and the DLR loss (Croce & Hein, 2020), L-inf and L2: the suite's own APGD
+(``_apgd``), untargeted."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torchattacks
-from torch import nn
 
 from bench.plugins import Attack
 from bench.tracks.image_robustness import TRACK
-from bench.tracks.image_robustness.adversarial import keep_modes
+from bench_attacks.image_robustness._apgd import apgd
+from bench_attacks.image_robustness._common import random_start
 
 
 @dataclass(frozen=True)
@@ -17,18 +17,6 @@ class APGDParams:
     steps: int = 50
     restarts: int = 1  # 1 = a single run from one random start
     rho: float = 0.75  # step-size halving threshold on the fraction of improving steps
-
-
-class _ToUnitBox(nn.Module):
-    """torchattacks assumes 4-D inputs in [0, 1]: it attacks z in [0, 1] (N, 1, 1, D) and this maps z back
-    to the model's input space and shape."""
-
-    def __init__(self, model: nn.Module, lo: float, hi: float, shape: torch.Size):
-        super().__init__()
-        self.model, self.lo, self.span, self.shape = model, lo, hi - lo, shape
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model((z * self.span + self.lo).reshape(-1, *self.shape))
 
 
 class _APGD(Attack):
@@ -40,22 +28,18 @@ class _APGD(Attack):
 
     def perturb(self, model, x, y, eps, ctx):
         p = self.params
-        lo, hi = ctx.bounds
-        # The seed comes from the run's generator, so results are deterministic under the run's seed.
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
-        unit = (x - lo) / (hi - lo)
-        z = unit if unit.dim() == 4 else unit.reshape(len(x), 1, 1, -1)
-        plain = (lo, hi) == (0.0, 1.0) and x.dim() == 4
-        wrapped = model if plain else _ToUnitBox(model, lo, hi, x.shape[1:])
-        # The map to [0, 1] scales every coordinate by 1 / (hi - lo): the ball's radius scales alike, in both norms.
-        attack = torchattacks.APGD(wrapped, norm={"linf": "Linf", "l2": "L2"}[self.norm], eps=eps / (hi - lo),
-                                   steps=p.steps, n_restarts=p.restarts, seed=seed, loss=self.loss, rho=p.rho)
-        # torchattacks reseeds the global CPU RNG and the current CUDA device's (fork_rng restores both)
-        # and calls model.eval() (keep_modes restores every module's flag).
-        devices = [torch.cuda.current_device()] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), keep_modes(model):
-            z_adv = attack(z, y)
-        return (z_adv.reshape(x.shape) * (hi - lo) + lo).detach()
+        out = x.detach().clone()
+        with torch.no_grad():
+            left = (model(x).argmax(1) == y).nonzero().squeeze(1)  # clean errors: already adversarial
+        for _ in range(p.restarts):
+            if left.numel() == 0:
+                break
+            xs, ys = x[left].detach(), y[left]
+            x0 = random_start(xs, eps, self.norm, ctx.generator, ctx.bounds)
+            adv, fooled = apgd(model, xs, ys, eps, self.norm, p.steps, self.loss, x0, ctx.bounds, rho=p.rho)
+            out[left[fooled]] = adv[fooled]
+            left = left[~fooled]
+        return out
 
 
 class APGDCE(_APGD):
@@ -65,11 +49,14 @@ class APGDCE(_APGD):
     PGD with momentum 0.75 and an adaptive step size: it starts at 2*eps and is halved at checkpoints
     (at 22% of the budget, then at shrinking intervals down to 6%) where fewer than rho=0.75 of the steps
     since the last checkpoint raised the loss, or the best loss stalled; each halving restarts from the best
-    point. Loss: summed cross-entropy. Implementation: ``torchattacks.APGD`` (a port of the authors' code).
+    point. Loss: cross-entropy. Random start on the eps-sphere, as AutoAttack's. Implementation: the suite's
+    own (``_apgd``, shared with ``apgd-t``), replayed as one CUDA graph per batch shape on a GPU;
+    torchattacks' ``APGD`` (a port of the authors' code) is its reference in ``benchmarks/``.
     Defaults (quick): 50 steps, 1 run; full: 100 steps, 1 run (AutoAttack's standard APGD-CE); smoke: 2.
 
-    Departures from the paper: its random-start seed is drawn from the run's generator; the quick and smoke
-    budgets are below the paper's 100 steps. Examples not fooled are returned unperturbed.
+    Departures from the paper: the random start is drawn from the run's generator; the quick and smoke
+    budgets are below the paper's 100 steps. An example is returned at its first misclassified iterate (as
+    AutoAttack's ``x_best_adv``); examples not fooled are returned unperturbed.
     """
 
     loss = "ce"
@@ -90,9 +77,8 @@ class APGDDLR(_APGD):
 class APGDCEL2(_APGD):
     """APGD-CE (Croce & Hein, ICML 2020), L2: AutoAttack's first component in its L2 version. As ``apgd-ce``,
     with L2 steps eta * grad / ||grad||_2, the projection by rescaling onto the L2 ball then clamping to the
-    box, and a random start on the L2 sphere of radius eps. Implementation: ``torchattacks.APGD(norm="L2")``
-    (its per-example step sizes are correct in L2, unlike its ``APGDT``'s). Defaults as ``apgd-ce`` (quick:
-    50 steps; full: 100 steps, 1 run, AutoAttack's standard L2 APGD-CE; smoke: 2).
+    box, and a random start on the L2 sphere of radius eps. Defaults as ``apgd-ce`` (quick: 50 steps; full:
+    100 steps, 1 run, AutoAttack's standard L2 APGD-CE; smoke: 2).
 
     Departures from the paper: as ``apgd-ce``.
     """

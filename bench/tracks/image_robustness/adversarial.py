@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.tracks.image_robustness import cuda_graphs
+
 
 def _dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Summed difference-of-logits-ratio loss (Croce & Hein, 2020); needs at least 3 classes."""
@@ -78,26 +80,42 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
     lo, hi = bounds
     x = x.detach()
     start = random_delta(x, eps, norm, generator) if random_start else None
+    if norm == "linf":
+        # The intersection of the ball and the box, computed once: each step is then a single clamp.
+        lower, upper = (x - eps).clamp_(min=lo), (x + eps).clamp_(max=hi)
+        x_adv = x.clone() if start is None else torch.clamp(x + start, lower, upper)
+        tensors = {"x_adv": x_adv, "y": y, "lower": lower, "upper": upper}
+
+        def step(t, x_adv):
+            x_adv = x_adv.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(loss_fn(model(x_adv), t["y"]), x_adv)
+            return torch.clamp(x_adv.detach().add_(grad.sign_(), alpha=step_size), t["lower"], t["upper"])
+    else:
+        x_adv = x.clone() if start is None else (x + start).clamp_(lo, hi)
+        tensors = {"x_adv": x_adv, "y": y, "x": x}
+
+        def step(t, x_adv):
+            x_adv = x_adv.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(loss_fn(model(x_adv), t["y"]), x_adv)
+            grad_norm = grad.flatten(1).norm(dim=1).clamp_min_(1e-12)
+            delta = x_adv.detach().sub_(t["x"]).add_(grad.div_(_per_example(grad_norm, grad)), alpha=step_size)
+            scale = (eps / delta.flatten(1).norm(dim=1).clamp_min_(1e-12)).clamp_max_(1.0)
+            return delta.mul_(_per_example(scale, delta)).add_(t["x"]).clamp_(lo, hi)
+
+    def loop(t):
+        x_adv = t["x_adv"]
+        for _ in range(steps):
+            x_adv = step(t, x_adv)
+        return x_adv
+
     # enable_grad: callers may evaluate under no_grad; this is one context switch, not one per step.
     with torch.enable_grad():
-        if norm == "linf":
-            # The intersection of the ball and the box, computed once: each step is then a single clamp.
-            lower, upper = (x - eps).clamp_(min=lo), (x + eps).clamp_(max=hi)
-            x_adv = x.clone() if start is None else torch.clamp(x + start, lower, upper)
-            for _ in range(steps):
-                x_adv.requires_grad_(True)
-                (grad,) = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)
-                x_adv = torch.clamp(x_adv.detach().add_(grad.sign_(), alpha=step_size), lower, upper)
-        else:
-            x_adv = x.clone() if start is None else (x + start).clamp_(lo, hi)
-            for _ in range(steps):
-                x_adv.requires_grad_(True)
-                (grad,) = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)
-                grad_norm = grad.flatten(1).norm(dim=1).clamp_min_(1e-12)
-                delta = x_adv.detach().sub_(x).add_(grad.div_(_per_example(grad_norm, grad)), alpha=step_size)
-                scale = (eps / delta.flatten(1).norm(dim=1).clamp_min_(1e-12)).clamp_max_(1.0)
-                x_adv = delta.mul_(_per_example(scale, delta)).add_(x).clamp_(lo, hi)
-    return x_adv.detach()
+        if steps >= 2 and cuda_graphs.usable(model, x):
+            out = cuda_graphs.run(model, ("pgd", norm, loss, eps, step_size, steps, lo, hi), tensors,
+                                  lambda t: t["x_adv"].copy_(loop(t)))
+            if out is not None:
+                return out["x_adv"].clone()
+        return loop(tensors).detach()
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
