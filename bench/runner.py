@@ -350,40 +350,32 @@ class Runner:
     def _evaluate(self, job: ModelJob, cell: Cell, profile: str, model, meta: dict, clean) -> None:
         """An attack's or certifier's record: per eps, the per-example outcome (from ``_mask``), its mean, and the
         outcomes themselves. A worst case is the per-example AND of its components' outcomes; a certifier's
-        companion attack runs on the same model, and nothing it breaks may be certified."""
-        import torch
-
+        companion attack (for the image certifiers, the worst case) runs on the same model, and nothing it breaks
+        may be certified."""
         attack = cell.attack
         if isinstance(attack, Evaluator):
             return self._evaluate_metrics(job, cell, profile, model, meta, clean)
         clean_correct, clean_s = clean
         n = len(clean_correct)
         metrics = [{"name": "clean_acc", "value": float(clean_correct.float().mean()), "n": n}]
-        parts = [self._plugin(name, profile) for name in attack.components()] if isinstance(attack, Attack) else []
+        parts = self._parts(attack, profile)
+        companion = self._plugin(attack.companion, profile) if isinstance(attack, Certifier) else None
         per_example, violations = [], 0
         start = time.perf_counter()
         for eps in cell.epsilons:
-            definition = attack.describe()
-            if parts:
-                found = [self._mask(job, part, eps, profile, model, clean_correct) for part in parts]
-                robust = torch.stack([mask for mask, _ in found]).all(dim=0)
-                used = sum(v for _, v in found)
-                self._masks[model_key(job.defense, job.dataset, job.seed)][(definition, eps)] = (robust, used)
-                definition += " = per-example AND of " + ", ".join(part.describe() for part in parts)
-            else:
-                robust, used = self._mask(job, attack, eps, profile, model, clean_correct)
+            robust, used = self._outcome(job, attack, eps, profile, model, clean_correct)
             violations += used
-            metrics.append({"name": attack.metric, "norm": attack.norm, "eps": eps,
-                            "value": float(robust.float().mean()), "n": n, "definition": definition})
+            metrics.append({"name": attack.metric, "norm": attack.norm, "eps": eps, "value": float(robust.float().mean()),
+                            "n": n, "definition": self._definition(attack, profile)})
             per_example.append(pack_mask(robust, attack.describe(), eps, used))
-            if isinstance(attack, Certifier):
-                companion = self._plugin(attack.companion, profile)
-                empirical, used = self._mask(job, companion, eps, profile, model, clean_correct)
+            if companion is not None:
+                empirical, used = self._outcome(job, companion, eps, profile, model, clean_correct)
                 if unsound := int((robust & ~empirical).sum()):
                     raise InvariantViolation(f"{attack.name}: {unsound} examples certified at eps {eps:g} were "
                                              f"broken by {companion.name}; the certifier is unsound")
                 metrics.append({"name": "robust_acc", "norm": companion.norm, "eps": eps, "n": n,
-                                "value": float(empirical.float().mean()), "definition": companion.describe()})
+                                "value": float(empirical.float().mean()),
+                                "definition": self._definition(companion, profile)})
                 per_example.append(pack_mask(empirical, companion.describe(), eps, used))
         eval_s = time.perf_counter() - start
         checked = int(clean_correct.sum()) * sum(1 for e in cell.epsilons if e > 0)
@@ -441,6 +433,29 @@ class Runner:
         """Another registered attack or certifier, with this run's profile applied to its hyperparameters."""
         cls = self.registry.load("attack", name)
         return cls(hparams.resolve({name: cls}, profile, [])[name])
+
+    def _parts(self, attack, profile: str) -> list:
+        """A composite attack's components (a worst case's attacks), loaded with this run's profile; else []."""
+        return [self._plugin(name, profile) for name in attack.components()] if isinstance(attack, Attack) else []
+
+    def _definition(self, attack, profile: str) -> str:
+        parts = self._parts(attack, profile)
+        extra = " = per-example AND of " + ", ".join(p.describe() for p in parts) if parts else ""
+        return attack.describe() + extra
+
+    def _outcome(self, job: ModelJob, attack, eps: float, profile: str, model, clean_correct):
+        """(per-example outcome, violations) of ``attack`` at ``eps``: a composite's is the per-example AND of its
+        components' outcomes (each from ``_mask``), kept in memory for the masking flags and for certifiers whose
+        companion it is."""
+        import torch
+
+        parts = self._parts(attack, profile)
+        if not parts:
+            return self._mask(job, attack, eps, profile, model, clean_correct)
+        found = [self._mask(job, part, eps, profile, model, clean_correct) for part in parts]
+        outcome = torch.stack([mask for mask, _ in found]).all(dim=0), sum(v for _, v in found)
+        self._masks[model_key(job.defense, job.dataset, job.seed)][(attack.describe(), eps)] = outcome
+        return outcome
 
     def _mask(self, job: ModelJob, attack, eps: float, profile: str, model, clean_correct):
         """(per-example outcome, threat-model violations) of ``attack`` at ``eps`` on the job's model: from memory,

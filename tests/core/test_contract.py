@@ -111,9 +111,9 @@ def _certifier_contract(certifier, model, digits):
         pytest.skip(f"not certifiable: {exc}")
     assert verified.dtype == torch.bool and verified.shape == (len(x),)
     companion = smoke("attack", certifier.companion)
+    x_adv = companion.perturb(model, x, y, eps, _attack_ctx())  # attacks need gradients: not under no_grad
     with torch.no_grad():
         clean = model(x).argmax(1) == y
-        x_adv = companion.perturb(model, x, y, eps, _attack_ctx())
         empirical = clean & (model(x_adv).argmax(1) == y)
     assert not (verified.cpu() & ~empirical).any(), "certified but broken: unsound"
     assert torch.equal(verified, certifier.certify(model, x, y, eps, _attack_ctx()))

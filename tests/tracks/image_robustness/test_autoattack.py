@@ -301,3 +301,17 @@ def test_worst_case_in_the_runner_is_the_per_example_and(tmp_path):
         assert recs[name]["threat_model"]["violations"] == 0
     clean = recs["worst-case-l2"]["metrics"][0]["value"]
     assert 0 <= worst.float().mean() < clean
+
+
+def test_certifier_soundness_is_checked_against_the_worst_case_not_pgd_alone(digits):
+    """A certifier that 'verifies' what PGD cannot break passes a PGD-only soundness check on a model with zero
+    input gradients; the worst case (Square among its components) breaks some of those examples, so checked
+    against it, as the runner checks every image certifier, the claim fails."""
+    assert REGISTRY.load("attack", "certified-ibp").companion == "worst-case"
+    assert REGISTRY.load("attack", "certified-crown").companion == "worst-case"
+    model, x, y = digits
+    q = Quantised(model)
+    claimed = run("pgd-linf", q, x, y)[1]  # the unsound certifier's answer
+    worst = robust(q, attack("worst-case").perturb(q, x, y, EPS["linf"], ctx()), y)
+    assert not (claimed & ~run("pgd-linf", q, x, y)[1]).any()  # PGD sees nothing wrong
+    assert int((claimed & ~worst).sum()) > 10  # the worst case does
