@@ -4,7 +4,7 @@ formulas, shared by ``apgd-*`` (untargeted) and ``apgd-t*`` (targeted): losses, 
 Two forms of one run, with the same per-example outcome: ``apgd_run`` drops each example from the batch at its
 first misclassified iterate (cheapest where kernels are cheap to launch: the CPU), ``apgd_run_fixed`` keeps the
 batch's shape and masks instead, so that on a GPU the whole run is captured as one CUDA graph and replayed
-(``bench.tracks.image_robustness.cuda_graphs``); ``apgd`` picks one.
+(``bench.tracks.image_robustness.cuda_graphs``); ``apgd`` picks the faster, measured once per model and shape.
 """
 from __future__ import annotations
 
@@ -174,18 +174,28 @@ def apgd_run_fixed(model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: st
 def apgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: int, loss: str,
          x0: torch.Tensor, bounds: tuple[float, float], target: torch.Tensor | None = None,
          rho: float = 0.75) -> tuple[torch.Tensor, torch.Tensor]:
-    """One APGD run: replayed from a CUDA graph of ``apgd_run_fixed`` where the GPU path is usable, else
-    ``apgd_run``. Returns (x_adv, fooled)."""
-    if cuda_graphs.usable(model, x) and len(x) > 1:
-        inputs = {"x": x, "y": y, "x0": x0} if target is None else {"x": x, "y": y, "x0": x0, "t": target}
+    """One APGD run: on a GPU, a replay of a CUDA graph of ``apgd_run_fixed`` or ``apgd_run``, whichever was
+    measured faster for this model and batch shape (``cuda_graphs.faster``); elsewhere ``apgd_run``.
+    Returns (x_adv, fooled)."""
+    def eager():
+        return apgd_run(model, x, y, eps, norm, steps, loss, x0, bounds, target=target, rho=rho)
 
-        def body(t):
-            adv, fooled = apgd_run_fixed(model, t["x"], t["y"], eps, norm, steps, loss, t["x0"], bounds,
-                                         target=t.get("t"), rho=rho)
-            t["adv"], t["fooled"] = adv, fooled  # graph outputs: read after each replay
+    if not (cuda_graphs.usable(model, x) and len(x) > 1):
+        return eager()
+    # The survivors of a batch vary in number: padded to a power of two (copies of the first example, whose
+    # results are dropped), so a few captured shapes serve every batch.
+    n = len(x)
+    size = 1 << (n - 1).bit_length()
+    inputs = {"x": x, "y": y, "x0": x0} if target is None else {"x": x, "y": y, "x0": x0, "t": target}
+    inputs = {k: torch.cat([v, v[:1].expand(size - n, *v.shape[1:])]) for k, v in inputs.items()}
+    key = ("apgd", norm, loss, eps, steps, rho, tuple(bounds))
 
-        key = ("apgd", norm, loss, eps, steps, rho, tuple(bounds))
+    def body(t):
+        t["adv"], t["fooled"] = apgd_run_fixed(model, t["x"], t["y"], eps, norm, steps, loss, t["x0"], bounds,
+                                               target=t.get("t"), rho=rho)  # graph outputs, read after each replay
+
+    def graphed():
         out = cuda_graphs.run(model, key, inputs, body)
-        if out is not None:
-            return out["adv"].clone(), out["fooled"].clone()
-    return apgd_run(model, x, y, eps, norm, steps, loss, x0, bounds, target=target, rho=rho)
+        return None if out is None else (out["adv"][:n].clone(), out["fooled"][:n].clone())
+
+    return cuda_graphs.faster(model, (key, size), graphed, eager)

@@ -15,6 +15,7 @@ loop once, with one warning, and is not tried again.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 import weakref
 from collections import OrderedDict
@@ -23,10 +24,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-# A model's captured loops, newest last; a few shapes per model (full batches and the last, smaller one).
+# A model's captured loops, newest last: a worst case runs several attacks and eps, each at a few batch shapes.
 _GRAPHS: "weakref.WeakKeyDictionary[nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
 _UNCAPTURABLE: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
-PER_MODEL = 4
+_FASTER: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+PER_MODEL = 16
 WARMUP = 2  # eager iterations on a side stream before capture, as torch.cuda.graph requires
 
 
@@ -88,3 +90,32 @@ def _capture(inputs: dict[str, torch.Tensor], body) -> _Loop:
     with torch.cuda.graph(graph):
         body(buffers)
     return _Loop(graph, buffers)
+
+
+def faster(model: nn.Module, key: tuple, graphed: Callable[[], object | None], eager: Callable[[], object]):
+    """Run whichever of ``graphed`` (None: not capturable) and ``eager`` -- two forms of one computation, with the
+    same per-example outcome -- was measured faster for this model and key (which includes the batch shape).
+
+    For loops that the eager form can cut short (an example leaves the batch once fooled) the graph is not
+    always faster: a model with heavy kernels gains little from removing launches and loses the early exit.
+    The first call with a key times one replay against one eager run and remembers the faster."""
+    picks = _FASTER.setdefault(model, {})
+    pick = picks.get(key)
+    if pick == "eager":
+        return eager()
+    result = graphed()  # the first call also captures
+    if result is None:
+        picks[key] = "eager"
+        return eager()
+    if pick is None:
+        t_graph, t_eager = _seconds(graphed), _seconds(eager)
+        picks[key] = "graph" if t_graph <= t_eager else "eager"
+    return result
+
+
+def _seconds(fn) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
