@@ -1,10 +1,10 @@
 """The shared PGD core: used by the ``pgd-*`` and ``fgsm``-style attack plugins and by adversarial training.
 
-Speed is a measured target (within 10% of a minimal eager PGD loop on CPU, 5% on GPU; see
-``benchmarks/pgd_throughput.py``), so the loop body is exactly the minimal loop: one forward, one
-``autograd.grad`` w.r.t. the input only (no parameter gradients are computed or accumulated), one step,
-one projection. No ``.item()``, no host syncs, no mode switches: callers pass models in the mode they want
-(eval for attacks).
+Speed is a measured target. On the CPU the loop body is exactly the minimal loop (within 10% of a minimal
+eager PGD loop; ``benchmarks/pgd_throughput.py``): one forward, one ``autograd.grad`` w.r.t. the input only (no
+parameter gradients), one step, one projection; no ``.item()``, no host syncs, no mode switches (callers pass
+models in the mode they want: eval for attacks). On a GPU, for a model in eval mode, the same loop is captured
+once per batch shape as one CUDA graph and replayed (``cuda_graphs``): small models are launch-bound there.
 """
 from __future__ import annotations
 
