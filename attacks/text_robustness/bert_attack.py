@@ -5,12 +5,18 @@ candidates for each word are the top-K predictions of a masked language model ru
 sentence at the word's first sub-token (whole-word tokens only, no sub-words, no stopwords, not the word
 itself); words are visited in decreasing importance and substituted greedily, taking the first candidate that
 flips the prediction, else the one that most lowers the true class's probability.
-Threat model: word substitution, at most 10% of the words (checked by the framework); black-box access to the
-victim (scores only), the candidate MLM is separate; per-example query budget.
+Threat model: word substitution; black-box access to the victim (scores only), the candidate MLM is
+separate; per-example query budget.
+Constraints (``bench.tracks.text_robustness.constraints``; candidates are filtered before they are queried,
+and the framework re-checks the final text): at most ceil(10 % of the words) changed (the MVP paper's budget;
+TextAttack's recipe allows 40 %); no stopword modified; each word modified once; WordNet part of speech kept;
+no WordNet antonym; sentence similarity >= 0.60 over the whole text (the suite's floor; TextAttack's recipe
+uses USE >= 0.2, which lets "fantastic." -> "bad." through).
 Defaults: the embedded MiniLM-L6 masked LM with its restored head (``mlm`` takes any local masked-LM folder),
 K = 48 (quick: 16). Departures: single-token candidates only (no BPE-combination search for multi-piece
-words); no USE similarity filter; the restored MiniLM head is weaker than BERT-base's, so candidates are
-noisier than the paper's.
+words); the all-MiniLM-L6-v2 sentence encoder instead of USE, at the floor; the POS and antonym rules are
+additions (an MLM ranks antonyms highly); the restored MiniLM head is weaker than BERT-base's, so candidates
+are noisier than the paper's.
 """
 from __future__ import annotations
 

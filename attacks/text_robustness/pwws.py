@@ -2,14 +2,19 @@
 through Probability Weighted Word Saliency", ACL 2019).
 
 For each substitutable word w_i: its saliency S_i = P(y|x) - P(y|x with w_i -> [UNK]); its best WordNet
-synonym w_i* = argmax over synonyms of the drop in P(y), ΔP_i*. Words are replaced greedily in decreasing
-order of softmax(S)_i * ΔP_i* until the prediction changes or the word budget is spent.
-Threat model: word substitution, at most 10% of the words (the framework checks every output, see
-``bench.tracks.text_robustness.constraints``); black-box, scores only; a per-example query budget.
+synonym w_i* = argmax over synonyms (those that pass the constraints) of the drop in P(y), ΔP_i*. Words are
+replaced greedily in decreasing order of softmax(S)_i * ΔP_i* until the prediction changes or the word budget
+is spent; a replacement whose combined text breaks the constraints is skipped.
+Threat model: word substitution; black-box, scores only; a per-example query budget.
 Synonyms: WordNet 3.0 lemmas (single words, any part of speech; Debian wordnet-base through NLTK).
-Stopwords are never substituted (TextAttack's PWWS recipe).
+Constraints (``bench.tracks.text_robustness.constraints``; candidates are filtered before they are queried,
+and the framework re-checks the final text): TextAttack's PWWS recipe (no stopword modified, each word
+modified once) plus the suite's shared rules: at most ceil(10 % of the words) changed, no WordNet antonym,
+WordNet part of speech kept, sentence similarity >= 0.60 over the whole text (all-MiniLM-L6-v2; the floor,
+calibrated in ``calibrate.py``).
 Departures: numbers and punctuation are never substituted; named-entity substitution (the paper's NE
-variant) is not used.
+variant) is not used; the antonym, POS and similarity rules are additions to TextAttack's recipe (WordNet
+lemmas of rare senses, e.g. "best" -> "bad", otherwise pass).
 """
 from __future__ import annotations
 
@@ -25,11 +30,13 @@ class PWWS(WordAttack):
     def search(self, victim, words, label, max_changes, ctx):
         from bench.tracks.text_robustness.resources import STOPWORDS, wordnet_synonyms
 
+        rules = self.constraints
         options = {}
         for i, w in enumerate(words):
             core = split_word(w)
             if core and core[0].lower() not in STOPWORDS and (syns := wordnet_synonyms(core[0].lower())):
-                options[i] = syns
+                if cands := rules.filter(words, words, [substitute(words, i, s) for s in syns]):
+                    options[i] = cands
         if not options:
             return words
         positions = list(options)
@@ -38,14 +45,18 @@ class PWWS(WordAttack):
         saliency = torch.softmax(p0 - unk, dim=0)
         best, delta = {}, torch.zeros(len(positions))
         for k, i in enumerate(positions):
-            cands = [substitute(words, i, s) for s in options[i]]
-            probs = victim.probs([" ".join(c) for c in cands])[:, label]
+            probs = victim.probs([" ".join(c) for c in options[i]])[:, label]
             j = int(probs.argmin())
-            best[i], delta[k] = cands[j][i], p0 - probs[j]
-        current = list(words)
-        for k in torch.argsort(-(saliency * delta), stable=True).tolist()[:max_changes]:
+            best[i], delta[k] = options[i][j][i], p0 - probs[j]
+        current, changes = list(words), 0
+        for k in torch.argsort(-(saliency * delta), stable=True).tolist():
+            if changes >= max_changes:
+                break
             i = positions[k]
-            current[i] = best[i]
+            proposal = [*current[:i], best[i], *current[i + 1:]]
+            if not rules.filter(words, current, [proposal]):
+                continue  # each synonym passed alone; together with earlier changes the text drifted too far
+            current, changes = proposal, changes + 1
             self.best = list(current)
             if int(victim.probs([" ".join(current)])[0].argmax()) != label:
                 break

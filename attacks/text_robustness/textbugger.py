@@ -5,11 +5,15 @@ Word importance by deletion; for each important word, five bugs are generated --
 middle character, swap two adjacent middle characters, substitute a visually similar character (o->0, l->1,
 a->@, ...), and substitute a word-embedding nearest neighbour (Sub-W, top 5) -- and the bug that most lowers
 the true class's probability is kept, until the prediction flips or the word budget is spent.
-Threat model: at most 10% of the words changed (a bugged word counts as changed; checked by the framework);
-black-box, scores only; per-example query budget.
+Threat model: character and word edits; black-box, scores only; per-example query budget.
+Constraints (TextAttack's recipe, ``bench.tracks.text_robustness.constraints``; candidates are filtered before
+they are queried, and the framework re-checks the final text): at most ceil(10 % of the words) changed (a
+bugged word counts as changed); no stopword modified; each word modified once; no WordNet antonym (Sub-W can
+propose one); sentence similarity >= 0.76 over the whole text (TextAttack: USE >= 0.8; the MiniLM threshold
+is calibrated, see ``calibrate.py``). No part-of-speech rule: a bugged word is not a word.
 Departures: the inserted character is a random letter (the paper inserts a space, which would split the word
 and change the word count the shared constraint is defined on); GloVe 6B 50d neighbours for Sub-W; no sentence
-ranking step and no USE similarity filter.
+ranking step; all-MiniLM-L6-v2 instead of USE (a hub download).
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 @dataclass(frozen=True)
 class Params(WordAttackParams):
     k: int = 5  # Sub-W neighbours
-    min_cos: float = 0.5
+    min_cos: float = 0.5  # Sub-W candidates' GloVe cosine (generation only: bugged words have no vector)
+    min_sentence_sim: float = 0.76  # MiniLM, whole text (calibrate.py)
 
 
 def bugs(word: str, generator) -> list[str]:
@@ -59,12 +64,13 @@ class TextBugger(WordAttack):
     __doc__ = __doc__
     Params = Params
     profiles = {"smoke": {"max_queries": 300}}
+    part_of_speech = False
 
     def search(self, victim, words, label, max_changes, ctx):
-        from bench.tracks.text_robustness.resources import glove
+        from bench.tracks.text_robustness.resources import STOPWORDS, glove
 
         emb, p = glove(), self.params
-        positions = [i for i, w in enumerate(words) if split_word(w)]
+        positions = [i for i, w in enumerate(words) if split_word(w) and split_word(w)[0].lower() not in STOPWORDS]
         order = deletion_importance(victim, words, label, positions)
 
         def candidates(current, i):

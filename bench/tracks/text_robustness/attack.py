@@ -1,8 +1,10 @@
 """The loop every word-substitution attack shares (TextAttack's shape): per test example, a query-counting
-``Victim`` with a query budget, the attack's ``search``, then the framework's own verdict -- the perturbed text
-is checked against ``bench.tracks.text_robustness.constraints`` and re-classified by the model; only a validated text that the
-model misclassifies counts as a success. Writes a per-example CSV (``ctx.artifacts/results.csv``) and returns
-TextAttack's summary metrics."""
+``Victim`` with a query budget, the attack's ``search`` (whose candidates pass the attack's ``Constraints``
+before they are queried), then the framework's own verdict -- the final text is re-checked against the
+attack's constraints plus the floor every attack shares (``Constraints.with_floor``) and re-classified by the
+model; only a validated text that the model misclassifies counts as a success. Writes a per-example CSV
+(``ctx.artifacts/results.csv``) and returns TextAttack's summary metrics, the rejections per reason and a
+sample of successful examples (kept in the record, for the leaderboard's samples page)."""
 from __future__ import annotations
 
 import csv
@@ -47,7 +49,9 @@ class Victim:
 
 @dataclass(frozen=True)
 class WordAttackParams:
-    max_word_change: float = constraints.MAX_WORD_CHANGE  # shared default; the framework checks it
+    max_word_change: float = constraints.MAX_WORD_CHANGE  # ceil(10 % of the words); the framework checks it
+    # MiniLM sentence similarity (see calibrate.py); the framework never accepts less than SENTENCE_FLOOR.
+    min_sentence_sim: float = constraints.SENTENCE_FLOOR
     max_queries: int = 2000  # per example
     n_examples: int | None = None  # the first n test examples; None: all
     batch_size: int = 64
@@ -55,7 +59,8 @@ class WordAttackParams:
 
 RESULT_FIELDS = ("index", "result_type", "ground_truth_output", "original_output", "perturbed_output",
                  "original_score", "perturbed_score", "num_queries", "words_changed", "num_words",
-                 "original_text", "perturbed_text", "note")
+                 "original_text", "perturbed_text", "rejected_by", "note")
+SAMPLE_SIZE = 20  # successful examples kept in the record for the samples page
 
 
 class WordAttack(Evaluator):
@@ -64,6 +69,17 @@ class WordAttack(Evaluator):
     track = TRACK
     modality = "text"
     Params = WordAttackParams
+    # The recipe's structural rules (thresholds come from the params); subclasses override.
+    part_of_speech = True
+    sentence_window: int | None = None
+
+    @property
+    def constraints(self) -> constraints.Constraints:
+        """The recipe's constraint set, which the search filters candidates with."""
+        p = self.params
+        return constraints.Constraints(max_word_change=p.max_word_change, pos=self.part_of_speech,
+                                       min_word_cos=getattr(p, "min_word_cos", None),
+                                       min_sentence_sim=p.min_sentence_sim, window=self.sentence_window)
 
     def search(self, victim: Victim, words: list[str], label: int, max_changes: int, ctx) -> list[str]:
         """The best perturbed word list found (same length as ``words``, at most ``max_changes`` words
@@ -82,7 +98,8 @@ class WordAttack(Evaluator):
                 writer = csv.DictWriter(fh, fieldnames=RESULT_FIELDS)
                 writer.writeheader()
                 writer.writerows(rows)
-        return summary(rows, self.describe(), p.max_queries)
+        return summary(rows, self.describe(), p.max_queries, self.constraints.with_floor().describe(),
+                       data.extras.get("label_names", ()))
 
     def _attack_one(self, model, text: str, label: int, index: int, ctx) -> dict:
         p = self.params
@@ -90,7 +107,7 @@ class WordAttack(Evaluator):
         original = victim.probs([text])[0]
         row = {"index": index, "ground_truth_output": label, "original_output": int(original.argmax()),
                "original_score": float(original[label]), "original_text": text, "num_words": len(text.split()),
-               "note": ""}
+               "rejected_by": "", "note": ""}
         if row["original_output"] != label:
             return {**row, "result_type": "Skipped", "perturbed_output": row["original_output"],
                     "perturbed_score": row["original_score"], "num_queries": victim.queries,
@@ -102,13 +119,13 @@ class WordAttack(Evaluator):
         except BudgetExhausted:
             row["note"] = "query budget exhausted"
         perturbed = " ".join(self.best)
-        verdict = constraints.check(text, perturbed, p.max_word_change)
+        verdict = self.constraints.with_floor().check(text, perturbed)  # the plugin's output is not trusted
         with torch.no_grad():  # the framework's own classification of the final text, not the attack's claim
             from bench.tracks.text_robustness.data import Texts
             out = model(Texts([perturbed])).float().softmax(dim=1)[0].cpu()
         if not verdict.ok:
             result = "Rejected"
-            row["note"] = verdict.reason
+            row["rejected_by"], row["note"] = verdict.reason, verdict.detail
         else:
             result = "Successful" if int(out.argmax()) != label else "Failed"
         return {**row, "result_type": result, "perturbed_output": int(out.argmax()),
@@ -116,44 +133,58 @@ class WordAttack(Evaluator):
                 "words_changed": max(verdict.words_changed, 0), "perturbed_text": perturbed}
 
 
-def summary(rows: list[dict], definition: str, max_queries: int) -> list[dict]:
+def summary(rows: list[dict], definition: str, max_queries: int, constraint_set: str = "",
+            label_names: tuple[str, ...] = ()) -> list[dict]:
     """TextAttack's summary, as fractions (records hold values in [0, 1]): accuracy under attack counts an
     example only if it is classified correctly and the validated attack on it failed; success rate, queries
     and rejections are over the attacked (clean-correct) examples, words perturbed over the successful ones.
     Average queries are stored as a fraction of the per-example budget (x ``max_queries`` gives the count);
-    metrics over zero examples are left out."""
+    metrics over zero examples are left out. ``rejected_by`` (one per reason in ``constraints.REASONS``, label
+    ``reason``) splits ``rejected_rate``; ``attack_success_rate`` carries ``examples``, the first
+    ``SAMPLE_SIZE`` successful examples (what the leaderboard's samples page shows)."""
     n = len(rows)
     attacked = [r for r in rows if r["result_type"] != "Skipped"]
     success = [r for r in attacked if r["result_type"] == "Successful"]
     rejected = [r for r in attacked if r["result_type"] == "Rejected"]
     d = definition
+    checked = f" ({constraint_set})" if constraint_set else ""
     out = [
         {"name": "clean_acc_attacked", "value": len(attacked) / n, "n": n,
          "definition": f"clean accuracy on the {n} examples given to {d}"},
         {"name": "acc_under_attack", "value": (len(attacked) - len(success)) / n, "n": n,
-         "definition": f"fraction classified correctly and not broken by {d} (constraint-checked)"},
+         "definition": f"fraction classified correctly and not broken by {d} (constraint-checked{checked})"},
         # A near-constant classifier looks "robust" (nothing to flip): the table flags it with this.
         {"name": "majority_prediction_rate", "n": n,
          "value": max(Counter(r["original_output"] for r in rows).values()) / n,
          "definition": "share of the clean predictions that go to the most predicted class"},
     ]
     if attacked:
+        examples = [{"index": r["index"], "label": r["ground_truth_output"], "predicted": r["perturbed_output"],
+                     "original": r["original_text"], "adversarial": r["perturbed_text"]}
+                    for r in success[:SAMPLE_SIZE]]
         out += [
             {"name": "attack_success_rate", "value": len(success) / len(attacked), "n": len(attacked),
-             "definition": "successful / attacked (clean-correct) examples"},
+             "definition": "successful / attacked (clean-correct) examples", "examples": examples,
+             "label_names": list(label_names)},
             {"name": "query_budget_used", "value": sum(r["num_queries"] for r in attacked) / len(attacked)
              / max_queries, "n": len(attacked), "max_queries": max_queries,
              "definition": f"mean distinct model queries per attacked example (incl. the clean query) / "
                            f"{max_queries} (the per-example budget)"},
             {"name": "rejected_rate", "value": len(rejected) / len(attacked), "n": len(attacked),
-             "definition": "attacked examples whose final text broke the shared constraints (never counted "
-                           "as successful)"},
+             "definition": "attacked examples whose final text broke the constraints in the framework's "
+                           "re-check (never counted as successful)"},
         ]
+        by_reason = Counter(r.get("rejected_by") or "unspecified" for r in rejected)
+        out += [{"name": "rejected_by", "reason": reason, "value": by_reason.get(reason, 0) / len(attacked),
+                 "n": len(attacked), "definition": f"attacked examples whose final text the framework rejected "
+                                                   f"for: {reason}"}
+                for reason in (*constraints.REASONS, *sorted(set(by_reason) - set(constraints.REASONS)))]
     if success:
         out.append({"name": "words_perturbed", "value": sum(r["words_changed"] / r["num_words"] for r in success)
                     / len(success), "n": len(success),
                     "definition": "mean fraction of words changed over successful attacks"})
     return out
+
 
 def split_word(token: str) -> tuple[str, str] | None:
     """(alphabetic core, trailing punctuation) of a substitutable token ("film", "said." -> ("said", ".")),
@@ -188,14 +219,16 @@ def greedy_substitute(attack, victim: Victim, words: list[str], label: int, max_
     """The search TextFooler, BERT-Attack and TextBugger share: visit words in ``order``; for each, query all
     candidate texts (``candidates(current, i)`` -> list of word lists); stop at the first success (the
     earliest candidate, i.e. the most similar one), else keep the candidate that most lowers the true class's
-    probability if it lowers it. ``attack.best`` always holds the current text (for budget exhaustion)."""
+    probability if it lowers it. Candidates pass ``attack.constraints`` before they are queried.
+    ``attack.best`` always holds the current text (for budget exhaustion)."""
+    rules = attack.constraints
     current = list(words)
     p_true = float(victim.probs([" ".join(current)])[0][label])
     changes = 0
     for i in order:
         if changes >= max_changes:
             break
-        options = [c for c in candidates(current, i) if c != current]
+        options = rules.filter(words, current, [c for c in candidates(current, i) if c != current])
         if not options:
             continue
         probs = victim.probs([" ".join(c) for c in options])

@@ -102,6 +102,11 @@ class Glove:
         self.ids = {w: i for i, w in enumerate(words)}
         self.unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
 
+    def cosine(self, a: str, b: str) -> float:
+        """Cosine of two words' vectors; -1.0 when either is outside the vocabulary."""
+        i, j = self.ids.get(a.lower()), self.ids.get(b.lower())
+        return -1.0 if i is None or j is None else float(self.unit[i] @ self.unit[j])
+
     @functools.lru_cache(maxsize=50_000)
     def neighbours(self, word: str, k: int, min_cos: float) -> tuple[tuple[str, float], ...]:
         """Up to ``k`` alphabetic nearest neighbours of ``word`` with cosine >= ``min_cos``, nearest first."""

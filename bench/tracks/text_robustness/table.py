@@ -1,7 +1,13 @@
 """The text-robustness leaderboard, in the MVP paper's shape: per dataset and profile, rows are defenses,
 columns clean accuracy and, per attack, accuracy under attack (TextAttack's definition, constraint-checked),
 then each attack's success rate, % words perturbed and average queries; mean ± sample std over seeds.
-A ``.csv`` with every metric per (defense, attack, seed) sits next to the ``.md``."""
+Under each table: the framework's constraint re-check rejections per reason. A ``.csv`` with every metric per
+(defense, attack, seed) sits next to the ``.md``, and per attack ``<dataset>-<attack>-samples.md`` shows the
+successful adversarial examples the records keep (changed words in bold), so a reader sees what counts as
+success.
+
+The † flag (near-constant classifier) needs ``majority_prediction_rate``: a record without it is refused --
+left out of the table and named under it -- never shown unflagged."""
 from __future__ import annotations
 
 import csv
@@ -9,6 +15,7 @@ import io
 from collections import defaultdict
 
 from bench.tables import GENERATED, by_dataset, dedupe, fmt, md_row, provenance
+from bench.tracks.text_robustness.constraints import MAX_WORD_CHANGE, changed
 
 DEFENSE_ORDER = ("mlp-ft", "mlp-ft-adv", "mvp", "mvp-adv")
 ATTACK_ORDER = ("pwws", "textfooler", "bert-attack", "textbugger")
@@ -27,6 +34,46 @@ def _metric(record: dict, name: str):
     return next((m["value"] for m in record["metrics"] if m["name"] == name), None)
 
 
+def _label(m: dict) -> str:
+    return f"{m['name']}[{m['reason']}]" if "reason" in m else m["name"]
+
+
+def refused(records: list[dict]) -> tuple[list[dict], list[str]]:
+    """(records the table may show, one line per refused record): the † flag needs majority_prediction_rate."""
+    keep, lines = [], []
+    for r in records:
+        if _metric(r, "majority_prediction_rate") is None:
+            lines.append(f"- {r['defense']['name']} / {r['attack']['name']} / seed {r['seed']} (key "
+                         f"{r['key'][:10]}): no majority_prediction_rate, so the near-constant flag (†) cannot be "
+                         "computed; rerun the cell.")
+        else:
+            keep.append(r)
+    return keep, lines
+
+
+def _rejections(records: list[dict], defenses: list[str], attacks: list[str]) -> list[str]:
+    """The framework's re-check rejections per (defense, attack), summed over seeds, split by reason."""
+    rows = []
+    for d in defenses:
+        for a in attacks:
+            recs = [r for r in records if r["defense"]["name"] == d and r["attack"]["name"] == a]
+            total = sum(round(m["value"] * m["n"]) for r in recs for m in r["metrics"] if m["name"] == "rejected_rate")
+            if not total:
+                continue
+            reasons: dict[str, int] = defaultdict(int)
+            for r in recs:
+                for m in r["metrics"]:
+                    if m["name"] == "rejected_by" and m["value"] > 0:
+                        reasons[m["reason"]] += round(m["value"] * m["n"])
+            split = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "reason not recorded"
+            rows.append(md_row([d, a, str(total), split]))
+    if not rows:
+        return ["Constraint re-check: the framework rejected no final adversarial text."]
+    return ["Constraint re-check: final adversarial texts the framework rejected (counted as not broken), by "
+            "reason, summed over seeds.", "", md_row(["Defense", "Attack", "Rejected", "By reason"]),
+            md_row(["---", "---", "---:", "---"]), *rows]
+
+
 def _section(profile: str, records: list[dict]) -> list[str]:
     attacks = sorted({r["attack"]["name"] for r in records}, key=lambda a: _order(a, ATTACK_ORDER))
     defenses = sorted({r["defense"]["name"] for r in records}, key=lambda d: _order(d, DEFENSE_ORDER))
@@ -36,17 +83,20 @@ def _section(profile: str, records: list[dict]) -> list[str]:
     for r in records:
         d, a = r["defense"]["name"], r["attack"]["name"]
         for m in r["metrics"]:
-            cells[(d, a, m["name"])].append(m["value"])
+            cells[(d, a, _label(m))].append(m["value"])
             if m["name"] == "query_budget_used":  # stored as a fraction of the budget: back to a count
                 cells[(d, a, "queries")].append(m["value"] * m["max_queries"])
             if m["name"] == "clean_acc_attacked":
                 clean[d].setdefault(r["seed"], m["value"])
                 n_examples.add(m["n"])
+    budgets = sorted({r["attack"].get("params", {}).get("max_word_change", MAX_WORD_CHANGE) for r in records})
+    budget = " or ".join(f"ceil({b:.0%} of the words)" for b in budgets)
     head = ["Defense", "Clean"] + [f"{a} AuA" for a in attacks] \
         + [f"{a} {label}" for _, label, _ in DETAILS for a in attacks]
     lines = [f"## {profile} profile", "",
              f"Accuracy (%) on {', '.join(map(str, sorted(n_examples)))} test examples, clean and under attack "
-             "(AuA: correct and not broken by a constraint-checked attack, at most 10% of words changed); "
+             f"(AuA: correct and not broken by a constraint-checked attack, at most {budget} changed, so a text "
+             "under 10 words may have 1 word changed); "
              "ASR: attack success rate (%) over clean-correct examples; words %: words changed in successful "
              "attacks; queries: mean model queries per attacked example.", "",
              md_row(head), md_row(["---"] + ["---:"] * (len(head) - 1))]
@@ -61,7 +111,7 @@ def _section(profile: str, records: list[dict]) -> list[str]:
     if degenerate:
         lines += ["", f"† near-constant classifier: at least {DEGENERATE:.0%} of its clean predictions go to one "
                       "class, so its accuracy under attack is not evidence of robustness."]
-    return lines + ["", provenance(records), ""]
+    return lines + ["", *_rejections(records, defenses, attacks), "", provenance(records), ""]
 
 
 def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
@@ -73,14 +123,56 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["profile", "defense", "attack", "seed", "metric", "value", "n"])
         for profile in profiles:
-            recs = dedupe(profiles[profile])
-            if not recs:
-                continue
-            lines += _section(profile, recs)
+            recs, refusals = refused(dedupe(profiles[profile]))
+            if recs:
+                lines += _section(profile, recs)
+            if refusals:
+                lines += ([f"## {profile} profile", ""] if not recs else []) + [
+                    "Records refused by the table writer:", "", *refusals, ""]
             for r in recs:
                 for m in r["metrics"]:
-                    writer.writerow([profile, r["defense"]["name"], r["attack"]["name"], r["seed"], m["name"],
+                    writer.writerow([profile, r["defense"]["name"], r["attack"]["name"], r["seed"], _label(m),
                                      repr(float(m["value"])), m["n"]])
         out[f"{dataset}.md"] = "\n".join(lines)
         out[f"{dataset}.csv"] = buf.getvalue()
+        out.update(samples(dataset, profiles))
     return out
+
+
+def _escape(word: str) -> str:
+    return "".join("\\" + ch if ch in "\\*_`[]<>" else ch for ch in word)
+
+
+def marked(text: str, other: str) -> str:
+    """``text`` with the words that differ from ``other`` (same position) in bold, markdown-escaped."""
+    a, b = text.split(), other.split()
+    diff = set(changed(a, b)) if len(a) == len(b) else set(range(len(a)))
+    return " ".join(f"**{_escape(w)}**" if i in diff else _escape(w) for i, w in enumerate(a))
+
+
+def samples(dataset: str, profiles: dict[str, list[dict]]) -> dict[str, str]:
+    """``<dataset>-<attack>-samples.md``: per profile and defense (lowest seed), the successful adversarial
+    examples its record keeps (``attack_success_rate``'s ``examples``: the first 20)."""
+    by_attack: dict[str, list[str]] = defaultdict(list)
+    for profile, recs in profiles.items():
+        recs, _ = refused(dedupe(recs))
+        for r in sorted(recs, key=lambda r: (_order(r["attack"]["name"], ATTACK_ORDER),
+                                             _order(r["defense"]["name"], DEFENSE_ORDER), r["seed"])):
+            m = next((m for m in r["metrics"] if m["name"] == "attack_success_rate" and "examples" in m), None)
+            a, d = r["attack"]["name"], r["defense"]["name"]
+            if m is None or any(line.startswith(f"## {profile} profile, {d} ") for line in by_attack.get(a, [])):
+                continue  # an older record keeps no examples; the lowest seed's are shown
+            lines = by_attack[a]
+            names = m.get("label_names") or []
+            name = (lambda c: names[c] if c < len(names) else str(c))
+            lines += [f"## {profile} profile, {d} (seed {r['seed']})", "",
+                      f"{len(m['examples'])} of {round(m['value'] * m['n'])} successful attacks (the first, in "
+                      f"test order) out of {m['n']} attacked examples; changed words in bold.", "",
+                      md_row(["#", "Original", "Adversarial", "True label", "Predicted after attack"]),
+                      md_row(["---:", "---", "---", "---", "---"])]
+            lines += [md_row([str(e["index"]), marked(e["original"], e["adversarial"]),
+                              marked(e["adversarial"], e["original"]), name(e["label"]), name(e["predicted"])])
+                      for e in m["examples"]]
+            lines.append("")
+    return {f"{dataset}-{a}-samples.md": "\n".join([f"# {dataset}: successful {a} adversarial examples", "",
+                                                    GENERATED, "", *lines]) for a, lines in by_attack.items()}
