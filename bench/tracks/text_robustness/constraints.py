@@ -16,7 +16,8 @@ The rules, with the reason names the records use:
   It constrains the search path; a final text shows only its net change per index, so the framework's
   re-check cannot see it and the search-time filter enforces it.
 - ``antonym``: the substitute is not a WordNet antonym of the original, including the antonyms of the head
-  adjectives of its similar-to cluster and those antonyms' satellites ("excellent" -> "awful" is refused).
+  adjectives of its similar-to cluster and those antonyms' satellites ("excellent" -> "awful" is refused),
+  nor an antonym of one of its WordNet synonyms (``are_antonyms``).
 - ``part of speech``: if the original word is in WordNet, the substitute must be too and share a part of
   speech with it (adjective satellites count as adjectives). Recipes with character-level edits turn it off.
 - ``word embedding``: GloVe 6B 50d cosine(original, substitute) >= ``min_word_cos`` (TextFooler: 0.5);
@@ -84,7 +85,14 @@ def antonyms(word: str) -> frozenset[str]:
 
 
 def are_antonyms(a: str, b: str) -> bool:
-    return b in antonyms(a) or a in antonyms(b)
+    """Antonyms directly, or through one WordNet synonym ("funny" -> "boring": "amusing" is an antonym of
+    "boring"), which catches sentiment flips WordNet links only through a neighbour (an addition to TextAttack)."""
+    from bench.tracks.text_robustness.resources import wordnet_synonyms
+
+    if b in antonyms(a) or a in antonyms(b):
+        return True
+    return bool({s.lower() for s in wordnet_synonyms(a)} & antonyms(b)
+                or {s.lower() for s in wordnet_synonyms(b)} & antonyms(a))
 
 
 @dataclass(frozen=True)
@@ -140,8 +148,10 @@ class Constraints:
             return "word embedding"
         return None
 
-    def _static_reason(self, original: list[str], perturbed: list[str],
-                       current: list[str] | None = None) -> tuple[str, str] | None:
+    def rule_broken(self, original: list[str], perturbed: list[str],
+                    current: list[str] | None = None) -> tuple[str, str] | None:
+        """(reason, detail) of the first model-free rule ``perturbed`` breaks (``current``: the text it was
+        derived from during a search, for the repeated-modification rule), or None."""
         if len(original) != len(perturbed) or any(not w for w in perturbed):
             return "word count", f"word count changed ({len(original)} -> {len(perturbed)})"
         diff = changed(original, perturbed)
@@ -184,7 +194,7 @@ class Constraints:
     def filter(self, original: list[str], current: list[str], candidates: list[list[str]]) -> list[list[str]]:
         """The candidates (word lists derived from ``current``, itself derived from ``original``) that meet
         every rule, in their order; word-level rules before the sentence encoder, so it sees only survivors."""
-        kept = [c for c in candidates if self._static_reason(original, c, current) is None]
+        kept = [c for c in candidates if self.rule_broken(original, c, current) is None]
         if not kept:
             return []
         sims = self.similarities(original, kept)
@@ -193,7 +203,7 @@ class Constraints:
     def check(self, original: str, perturbed: str) -> Verdict:
         """The verdict on a final text (every rule but the search-path one, ``repeated modification``)."""
         a, b = words(original), words(perturbed)
-        if found := self._static_reason(a, b):
+        if found := self.rule_broken(a, b):
             return Verdict(False, len(changed(a, b)) if len(a) == len(b) else -1, *found)
         n = len(changed(a, b))
         if n and (sim := self.similarities(a, [b])[0]) < self.min_sentence_sim:
