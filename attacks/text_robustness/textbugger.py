@@ -9,7 +9,7 @@ Threat model: character and word edits; black-box, scores only; per-example quer
 Constraints (TextAttack's recipe, ``bench.tracks.text_robustness.constraints``; candidates are filtered before
 they are queried, and the framework re-checks the final text): at most ceil(10 % of the words) changed (a
 bugged word counts as changed); no stopword modified; each word modified once; no WordNet antonym (Sub-W can
-propose one); sentence similarity >= 0.76 over the whole text (TextAttack: USE >= 0.8; the MiniLM threshold
+propose one); sentence similarity >= 0.84 over the whole text (TextAttack: USE >= 0.8; the MiniLM threshold
 is calibrated, see ``calibrate.py``). No part-of-speech rule: a bugged word is not a word.
 Departures: the inserted character is a random letter (the paper inserts a space, which would split the word
 and change the word count the shared constraint is defined on); GloVe 6B 50d neighbours for Sub-W; no sentence
@@ -36,7 +36,7 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 class Params(WordAttackParams):
     k: int = 5  # Sub-W neighbours
     min_cos: float = 0.5  # Sub-W candidates' GloVe cosine (generation only: bugged words have no vector)
-    min_sentence_sim: float = 0.76  # MiniLM, whole text (calibrate.py)
+    min_sentence_sim: float = 0.84  # MiniLM, whole text (calibrate.py)
 
 
 def bugs(word: str, generator) -> list[str]:
