@@ -30,12 +30,11 @@ class PWWS(WordAttack):
     def search(self, victim, words, label, max_changes, ctx):
         from bench.tracks.text_robustness.resources import STOPWORDS, wordnet_synonyms
 
-        rules = self.constraints
         options = {}
         for i, w in enumerate(words):
             core = split_word(w)
             if core and core[0].lower() not in STOPWORDS and (syns := wordnet_synonyms(core[0].lower())):
-                if cands := rules.filter(words, words, [substitute(words, i, s) for s in syns]):
+                if cands := self.filter(words, words, [substitute(words, i, s) for s in syns]):
                     options[i] = cands
         if not options:
             return words
@@ -54,7 +53,7 @@ class PWWS(WordAttack):
                 break
             i = positions[k]
             proposal = [*current[:i], best[i], *current[i + 1:]]
-            if not rules.filter(words, current, [proposal]):
+            if not self.filter(words, current, [proposal]):
                 continue  # each synonym passed alone; together with earlier changes the text drifted too far
             current, changes = proposal, changes + 1
             self.best = list(current)

@@ -81,6 +81,12 @@ class WordAttack(Evaluator):
                                        min_word_cos=getattr(p, "min_word_cos", None),
                                        min_sentence_sim=p.min_sentence_sim, window=self.sentence_window)
 
+    def filter(self, original: list[str], current: list[str], candidates: list[list[str]]) -> list[list[str]]:
+        """``self.constraints.filter``, tallied per reason for the record (``candidates_filtered``)."""
+        if not hasattr(self, "filtered"):
+            self.filtered = Counter()
+        return self.constraints.filter(original, current, candidates, self.filtered)
+
     def search(self, victim: Victim, words: list[str], label: int, max_changes: int, ctx) -> list[str]:
         """The best perturbed word list found (same length as ``words``, at most ``max_changes`` words
         changed); raise nothing on failure, return it anyway. ``victim.probs`` may raise ``BudgetExhausted``,
@@ -90,6 +96,7 @@ class WordAttack(Evaluator):
     def evaluate(self, model, data, ctx):
         p = self.params
         n = len(data.test_y) if p.n_examples is None else min(p.n_examples, len(data.test_y))
+        self.filtered = Counter()
         rows = [self._attack_one(model, data.test_x[i], int(data.test_y[i]), i, ctx)
                 for i in progress(range(n), desc=self.name)]
         if ctx.artifacts is not None:
@@ -99,7 +106,7 @@ class WordAttack(Evaluator):
                 writer.writeheader()
                 writer.writerows(rows)
         return summary(rows, self.describe(), p.max_queries, self.constraints.with_floor().describe(),
-                       data.extras.get("label_names", ()))
+                       data.extras.get("label_names", ()), self.filtered)
 
     def _attack_one(self, model, text: str, label: int, index: int, ctx) -> dict:
         p = self.params
@@ -134,14 +141,15 @@ class WordAttack(Evaluator):
 
 
 def summary(rows: list[dict], definition: str, max_queries: int, constraint_set: str = "",
-            label_names: tuple[str, ...] = ()) -> list[dict]:
+            label_names: tuple[str, ...] = (), filtered: Counter | None = None) -> list[dict]:
     """TextAttack's summary, as fractions (records hold values in [0, 1]): accuracy under attack counts an
     example only if it is classified correctly and the validated attack on it failed; success rate, queries
     and rejections are over the attacked (clean-correct) examples, words perturbed over the successful ones.
     Average queries are stored as a fraction of the per-example budget (x ``max_queries`` gives the count);
     metrics over zero examples are left out. ``rejected_by`` (one per reason in ``constraints.REASONS``, label
     ``reason``) splits ``rejected_rate``; ``attack_success_rate`` carries ``examples``, the first
-    ``SAMPLE_SIZE`` successful examples (what the leaderboard's samples page shows)."""
+    ``SAMPLE_SIZE`` successful examples (what the leaderboard's samples page shows). ``candidates_filtered``
+    (label ``reason``): the share of the search's candidates each rule dropped before any query."""
     n = len(rows)
     attacked = [r for r in rows if r["result_type"] != "Skipped"]
     success = [r for r in attacked if r["result_type"] == "Successful"]
@@ -179,6 +187,11 @@ def summary(rows: list[dict], definition: str, max_queries: int, constraint_set:
                  "n": len(attacked), "definition": f"attacked examples whose final text the framework rejected "
                                                    f"for: {reason}"}
                 for reason in (*constraints.REASONS, *sorted(set(by_reason) - set(constraints.REASONS)))]
+    seen = (filtered or Counter())["candidates"]
+    if seen:
+        out += [{"name": "candidates_filtered", "reason": reason, "value": filtered[reason] / seen, "n": seen,
+                 "definition": f"share of the search's candidate texts dropped before querying for: {reason}"}
+                for reason in constraints.REASONS if reason != "word count"]
     if success:
         out.append({"name": "words_perturbed", "value": sum(r["words_changed"] / r["num_words"] for r in success)
                     / len(success), "n": len(success),
@@ -219,16 +232,15 @@ def greedy_substitute(attack, victim: Victim, words: list[str], label: int, max_
     """The search TextFooler, BERT-Attack and TextBugger share: visit words in ``order``; for each, query all
     candidate texts (``candidates(current, i)`` -> list of word lists); stop at the first success (the
     earliest candidate, i.e. the most similar one), else keep the candidate that most lowers the true class's
-    probability if it lowers it. Candidates pass ``attack.constraints`` before they are queried.
+    probability if it lowers it. Candidates pass ``attack.filter`` (the constraints) before they are queried.
     ``attack.best`` always holds the current text (for budget exhaustion)."""
-    rules = attack.constraints
     current = list(words)
     p_true = float(victim.probs([" ".join(current)])[0][label])
     changes = 0
     for i in order:
         if changes >= max_changes:
             break
-        options = rules.filter(words, current, [c for c in candidates(current, i) if c != current])
+        options = attack.filter(words, current, [c for c in candidates(current, i) if c != current])
         if not options:
             continue
         probs = victim.probs([" ".join(c) for c in options])

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, replace
 
 MAX_WORD_CHANGE = 0.1  # the shared default: ceil(10 % of the words), as TextAttack's MaxWordsPerturbed rounds
@@ -191,13 +192,24 @@ class Constraints:
         return out
 
     # ---- the two entry points -------------------------------------------------------------------------
-    def filter(self, original: list[str], current: list[str], candidates: list[list[str]]) -> list[list[str]]:
+    def filter(self, original: list[str], current: list[str], candidates: list[list[str]],
+               tally: Counter | None = None) -> list[list[str]]:
         """The candidates (word lists derived from ``current``, itself derived from ``original``) that meet
-        every rule, in their order; word-level rules before the sentence encoder, so it sees only survivors."""
-        kept = [c for c in candidates if self.rule_broken(original, c, current) is None]
+        every rule, in their order; word-level rules before the sentence encoder, so it sees only survivors.
+        ``tally`` counts the candidates seen ("candidates") and those dropped, per reason."""
+        tally = Counter() if tally is None else tally
+        tally["candidates"] += len(candidates)
+        kept = []
+        for c in candidates:
+            broken = self.rule_broken(original, c, current)
+            if broken is None:
+                kept.append(c)
+            else:
+                tally[broken[0]] += 1
         if not kept:
             return []
         sims = self.similarities(original, kept)
+        tally["sentence similarity"] += sum(s < self.min_sentence_sim for s in sims)
         return [c for c, s in zip(kept, sims) if s >= self.min_sentence_sim]
 
     def check(self, original: str, perturbed: str) -> Verdict:

@@ -68,10 +68,33 @@ def _rejections(records: list[dict], defenses: list[str], attacks: list[str]) ->
             split = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "reason not recorded"
             rows.append(md_row([d, a, str(total), split]))
     if not rows:
-        return ["Constraint re-check: the framework rejected no final adversarial text."]
-    return ["Constraint re-check: final adversarial texts the framework rejected (counted as not broken), by "
-            "reason, summed over seeds.", "", md_row(["Defense", "Attack", "Rejected", "By reason"]),
-            md_row(["---", "---", "---:", "---"]), *rows]
+        lines = ["Constraint re-check: the framework rejected no final adversarial text."]
+    else:
+        lines = ["Constraint re-check: final adversarial texts the framework rejected (counted as not broken), by "
+                 "reason, summed over seeds.", "", md_row(["Defense", "Attack", "Rejected", "By reason"]),
+                 md_row(["---", "---", "---:", "---"]), *rows]
+    return lines + _filtered(records, attacks)
+
+
+def _filtered(records: list[dict], attacks: list[str]) -> list[str]:
+    """Per attack, the share of its search's candidates each rule dropped before querying (all defenses and
+    seeds pooled)."""
+    rows, reasons = [], sorted({m["reason"] for r in records for m in r["metrics"] if m["name"] == "candidates_filtered"})
+    for a in attacks:
+        counts: dict[str, float] = defaultdict(float)
+        seen = 0
+        for r in records:
+            ms = [m for m in r["metrics"] if m["name"] == "candidates_filtered"] if r["attack"]["name"] == a else []
+            seen += ms[0]["n"] if ms else 0
+            for m in ms:
+                counts[m["reason"]] += m["value"] * m["n"]
+        if seen:
+            rows.append(md_row([a, str(seen)] + [f"{100 * counts[k] / seen:.1f}" for k in reasons]))
+    if not rows:
+        return []
+    return ["", "Candidates dropped before querying (% of the candidate texts the searches generated, all defenses "
+                "and seeds):", "", md_row(["Attack", "Candidates", *reasons]),
+            md_row(["---", "---:"] + ["---:"] * len(reasons)), *rows]
 
 
 def _section(profile: str, records: list[dict]) -> list[str]:

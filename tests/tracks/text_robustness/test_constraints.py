@@ -107,6 +107,20 @@ def test_framework_rejects_a_plugin_output_that_breaks_the_constraints():
     assert example == {"index": 0, "label": 1, "predicted": 0, "original": TEXT, "adversarial": swap(w4="fine")}
 
 
+def test_textfooler_drops_the_antonym_glove_proposes_before_querying():
+    from bench.hparams import resolve
+    from bench.registry import Registry
+
+    cls = Registry().load("attack", "textfooler")
+    attack = cls(resolve({"textfooler": cls}, "smoke", [])["textfooler"])
+    x = Texts([TEXT])
+    metrics = attack.evaluate(KeywordModel(), Splits(SPEC, x, torch.tensor([1]), x, torch.tensor([1])), _ctx())
+    dropped = {m["reason"]: m["value"] for m in metrics if m["name"] == "candidates_filtered"}
+    assert dropped["antonym"] > 0  # "bad" is good's nearest GloVe neighbour
+    success = next(m for m in metrics if m["name"] == "attack_success_rate")
+    assert all("bad" not in e["adversarial"].split() for e in success["examples"])
+
+
 def _record(defense, metrics, key="k"):
     return {"key": key + "0" * 20, "config_id": key + "0" * 20, "track": "text-robustness", "profile": "quick",
             "seed": 0, "status": "ok", "dataset": {"name": "toy"}, "defense": {"name": defense},
