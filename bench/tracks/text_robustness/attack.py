@@ -61,6 +61,30 @@ RESULT_FIELDS = ("index", "result_type", "ground_truth_output", "original_output
                  "original_score", "perturbed_score", "num_queries", "words_changed", "num_words",
                  "original_text", "perturbed_text", "rejected_by", "note")
 SAMPLE_SIZE = 20  # successful examples kept in the record for the samples page
+EXCERPT_OVER = 60  # words: longer texts (BBC News articles) are kept as windows around the changes
+EXCERPT_CONTEXT = 10  # words kept on each side of a change
+
+
+def excerpt(original: str, perturbed: str) -> dict[str, str]:
+    """``{"original", "adversarial"}``: both texts, or for texts over ``EXCERPT_OVER`` words the same windows
+    of both (``EXCERPT_CONTEXT`` words around each change, gaps shown as "…"), so records stay small."""
+    a, b = original.split(), perturbed.split()
+    if len(a) <= EXCERPT_OVER or len(a) != len(b):
+        return {"original": original, "adversarial": perturbed}
+    keep = sorted({j for i in constraints.changed(a, b)
+                   for j in range(max(0, i - EXCERPT_CONTEXT), min(len(a), i + EXCERPT_CONTEXT + 1))})
+    parts_a, parts_b, last = [], [], -1
+    for j in keep:
+        if j != last + 1:
+            parts_a.append("…")
+            parts_b.append("…")
+        parts_a.append(a[j])
+        parts_b.append(b[j])
+        last = j
+    if last != len(a) - 1:
+        parts_a.append("…")
+        parts_b.append("…")
+    return {"original": " ".join(parts_a), "adversarial": " ".join(parts_b)}
 
 
 class WordAttack(Evaluator):
@@ -168,8 +192,7 @@ def summary(rows: list[dict], definition: str, max_queries: int, constraint_set:
     ]
     if attacked:
         examples = [{"index": r["index"], "label": r["ground_truth_output"], "predicted": r["perturbed_output"],
-                     "original": r["original_text"], "adversarial": r["perturbed_text"]}
-                    for r in success[:SAMPLE_SIZE]]
+                     **excerpt(r["original_text"], r["perturbed_text"])} for r in success[:SAMPLE_SIZE]]
         out += [
             {"name": "attack_success_rate", "value": len(success) / len(attacked), "n": len(attacked),
              "definition": "successful / attacked (clean-correct) examples", "examples": examples,

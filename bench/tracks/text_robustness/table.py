@@ -190,7 +190,8 @@ def samples(dataset: str, profiles: dict[str, list[dict]]) -> dict[str, str]:
             name = (lambda c: names[c] if c < len(names) else str(c))
             lines += [f"## {profile} profile, {d} (seed {r['seed']})", "",
                       f"{len(m['examples'])} of {round(m['value'] * m['n'])} successful attacks (the first, in "
-                      f"test order) out of {m['n']} attacked examples; changed words in bold.", "",
+                      f"test order) out of {m['n']} attacked examples; changed words in bold; texts over 60 words "
+                      "shown as the 10 words around each change.", "",
                       md_row(["#", "Original", "Adversarial", "True label", "Predicted after attack"]),
                       md_row(["---:", "---", "---", "---", "---"])]
             lines += [md_row([str(e["index"]), marked(e["original"], e["adversarial"]),

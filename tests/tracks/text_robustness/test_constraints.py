@@ -121,6 +121,17 @@ def test_textfooler_drops_the_antonym_glove_proposes_before_querying():
     assert all("bad" not in e["adversarial"].split() for e in success["examples"])
 
 
+def test_long_texts_are_kept_as_aligned_excerpts():
+    from bench.tracks.text_robustness.attack import excerpt
+
+    long = " ".join(f"w{i}" for i in range(100))
+    cut = excerpt(long, long.replace("w50", "x50"))
+    assert cut["original"].split()[0] == "…" and cut["original"].split()[-1] == "…"
+    assert len(cut["original"].split()) == len(cut["adversarial"].split()) == 21 + 2
+    assert "w40" in cut["original"] and "w39" not in cut["original"] and "x50" in cut["adversarial"]
+    assert excerpt(TEXT, swap(w4="fine")) == {"original": TEXT, "adversarial": swap(w4="fine")}
+
+
 def _record(defense, metrics, key="k"):
     return {"key": key + "0" * 20, "config_id": key + "0" * 20, "track": "text-robustness", "profile": "quick",
             "seed": 0, "status": "ok", "dataset": {"name": "toy"}, "defense": {"name": defense},
