@@ -30,12 +30,13 @@ class PWWS(WordAttack):
     def search(self, victim, words, label, max_changes, ctx):
         from bench.tracks.text_robustness.resources import STOPWORDS, wordnet_synonyms
 
-        options = {}
+        proposals = {}
         for i, w in enumerate(words):
             core = split_word(w)
             if core and core[0].lower() not in STOPWORDS and (syns := wordnet_synonyms(core[0].lower())):
-                if cands := self.filter(words, words, [substitute(words, i, s) for s in syns]):
-                    options[i] = cands
+                proposals[i] = [substitute(words, i, s) for s in syns]
+        kept = self.filter_groups(words, words, list(proposals.values()))  # one sentence-encoder batch
+        options = {i: cands for i, cands in zip(proposals, kept) if cands}
         if not options:
             return words
         positions = list(options)

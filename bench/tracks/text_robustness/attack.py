@@ -107,9 +107,12 @@ class WordAttack(Evaluator):
 
     def filter(self, original: list[str], current: list[str], candidates: list[list[str]]) -> list[list[str]]:
         """``self.constraints.filter``, tallied per reason for the record (``candidates_filtered``)."""
+        return self.filter_groups(original, current, [candidates])[0]
+
+    def filter_groups(self, original: list[str], current: list[str], groups: list[list[list[str]]]):
         if not hasattr(self, "filtered"):
             self.filtered = Counter()
-        return self.constraints.filter(original, current, candidates, self.filtered)
+        return self.constraints.filter_groups(original, current, groups, self.filtered)
 
     def search(self, victim: Victim, words: list[str], label: int, max_changes: int, ctx) -> list[str]:
         """The best perturbed word list found (same length as ``words``, at most ``max_changes`` words

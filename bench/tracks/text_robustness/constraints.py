@@ -197,20 +197,29 @@ class Constraints:
         """The candidates (word lists derived from ``current``, itself derived from ``original``) that meet
         every rule, in their order; word-level rules before the sentence encoder, so it sees only survivors.
         ``tally`` counts the candidates seen ("candidates") and those dropped, per reason."""
+        return self.filter_groups(original, current, [candidates], tally)[0]
+
+    def filter_groups(self, original: list[str], current: list[str], groups: list[list[list[str]]],
+                      tally: Counter | None = None) -> list[list[list[str]]]:
+        """``filter`` of several candidate lists with one sentence-encoder call (larger batches are cheaper)."""
         tally = Counter() if tally is None else tally
-        tally["candidates"] += len(candidates)
-        kept = []
-        for c in candidates:
-            broken = self.rule_broken(original, c, current)
-            if broken is None:
-                kept.append(c)
-            else:
-                tally[broken[0]] += 1
-        if not kept:
-            return []
-        sims = self.similarities(original, kept)
-        tally["sentence similarity"] += sum(s < self.min_sentence_sim for s in sims)
-        return [c for c, s in zip(kept, sims) if s >= self.min_sentence_sim]
+        kept: list[list[list[str]]] = []
+        for candidates in groups:
+            tally["candidates"] += len(candidates)
+            kept.append([])
+            for c in candidates:
+                broken = self.rule_broken(original, c, current)
+                if broken is None:
+                    kept[-1].append(c)
+                else:
+                    tally[broken[0]] += 1
+        sims = iter(self.similarities(original, [c for g in kept for c in g]))
+        out = []
+        for g in kept:
+            passed = [c for c in g if next(sims) >= self.min_sentence_sim]
+            tally["sentence similarity"] += len(g) - len(passed)
+            out.append(passed)
+        return out
 
     def check(self, original: str, perturbed: str) -> Verdict:
         """The verdict on a final text (every rule but the search-path one, ``repeated modification``)."""
