@@ -105,7 +105,13 @@ def _parser(suite_names) -> argparse.ArgumentParser:
         command.add_argument("--results", type=_results_path, default=argparse.SUPPRESS,
                              help="as before the subcommand")
     lb.add_argument("--check", action="store_true",
-                    help="fail (exit 1) when the tables on disk differ from what the records give")
+                    help="fail (exit 1) when the tables on disk differ from what the records give, or when a "
+                         "table rests on a record of a dirty or unknown commit, or on records that ran more than "
+                         "one version of the code they depend on (a module with two source hashes; records "
+                         "without code hashes: more than one commit)")
+    lb.add_argument("--no-provenance", action="store_true",
+                    help="with --check: compare tables and records only, not the provenance rule (while "
+                         "committed tables still rest on stale records)")
     return p
 
 
@@ -239,11 +245,12 @@ def cmd_leaderboard(args, registry) -> int:
         check_results_writable(args.results)  # the tables are written there
 
     if args.check:
-        stale = check(registry, args.results)
+        stale = check(registry, args.results, provenance=not args.no_provenance)
         for path in stale:
-            print(f"out of date: {path}")
+            print(f"{'provenance' if '(provenance:' in path else 'out of date'}: {path}")
         if stale:
-            print("run `bench leaderboard` to regenerate the tables from the records", file=sys.stderr)
+            print("run `bench leaderboard` to regenerate the tables from the records; a provenance problem needs "
+                  "the table's cells rerun from one clean commit", file=sys.stderr)
             return 1
         print("leaderboards match the records")
         return 0

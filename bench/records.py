@@ -14,6 +14,7 @@ A record (schema ``bench.record/1``)::
      "threat_model": {"norm": "linf", "epsilons": [...], "checked": <examples checked>, "violations": <n>},
      "timings": {"train_s": float, "train_cached": bool, "eval_s": float},
      "hardware": {...}, "packages": {...}, "git_commit": str | null, "bench_version": str, "created": iso-8601,
+     "code": {<module>: <normalised-source hash>},  # the code the result depends on (bench.hashing.code_hashes)
      "error": {"type", "message", "log"},  # failed records only
      "per_example": [{"definition", "eps", "n", "robust": <base64 of the packed bits>, "sha256", "violations"}]
     }

@@ -528,7 +528,10 @@ class Runner:
                             "model_key": model_key(job.defense, job.dataset, job.seed),
                             **({"identity": job.defense.identity()} if job.defense.identity() else {})},
                 "attack": {**_config(a), "origin": _origin(self.registry, "attack", a.name), "norm": a.norm,
-                           "definition": a.describe()}}
+                           "definition": a.describe()},
+                # What the provenance rule of `bench leaderboard --check` compares across a table's records.
+                "code": hashing.code_hashes(type(job.defense).__module__, type(job.dataset).__module__,
+                                            type(a).__module__, *EVAL_CODE)}
 
     def _finish(self, job: ModelJob, cell: Cell, record: dict) -> None:
         """Every cell ends here: its record, with provenance (and the sha256 of the data files the dataset read),
