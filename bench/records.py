@@ -76,17 +76,23 @@ def pack_mask(mask, definition: str, eps: float, violations: int = 0) -> dict:
             "violations": int(violations)}
 
 
-def unpack_mask(entry: dict):
-    """The bool tensor of a ``pack_mask`` entry; ``InvariantViolation`` when it does not match its checksum."""
+def unpack_bits(entry: dict):
+    """The bool numpy array of a ``pack_mask`` entry (tables use it: no torch); ``InvariantViolation`` when it
+    does not match its checksum."""
     import numpy as np
-    import torch
 
     bits = base64.b64decode(entry["robust"])
     if hashlib.sha256(bits).hexdigest()[:16] != entry["sha256"]:
         raise InvariantViolation(f"per-example outcome of {entry['definition']} at eps {entry['eps']} does not "
                                  "match its checksum")
-    mask = np.unpackbits(np.frombuffer(bits, dtype=np.uint8))[:entry["n"]].astype(bool)
-    return torch.from_numpy(mask.copy())
+    return np.unpackbits(np.frombuffer(bits, dtype=np.uint8))[:entry["n"]].astype(bool)
+
+
+def unpack_mask(entry: dict):
+    """The bool tensor of a ``pack_mask`` entry; ``InvariantViolation`` when it does not match its checksum."""
+    import torch
+
+    return torch.from_numpy(unpack_bits(entry).copy())
 
 
 REQUIRED = {"key": str, "config_id": str, "status": str, "track": str, "profile": str, "seed": int,

@@ -516,6 +516,9 @@ class Runner:
                   "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"],
                               "eval_s": time.perf_counter() - start, "clean_eval_s": clean_s}}
         if ctx.artifacts.exists():
+            from bench.artifacts import compress_csvs
+
+            compress_csvs(ctx.artifacts)  # per-example CSVs kept small (bench.artifacts.open_text reads them)
             record["artifacts"] = str(ctx.artifacts)
         self._finish(job, cell, record)
 

@@ -1,0 +1,47 @@
+"""Per-example artifacts (an evaluator's CSV of cases) stored gzip-compressed: records triple with three seeds per
+full row, the repository should not. The runner compresses every ``*.csv`` an evaluator leaves in its artifacts
+folder; ``open_text`` reads either form. Gzip with ``mtime=0`` and no file name: identical CSVs give identical
+bytes, so the committed artifacts stay deterministic.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+SUFFIX = ".gz"
+
+
+def compress(path: Path) -> Path:
+    """``x.csv`` -> ``x.csv.gz`` (deterministic bytes); the plain file is removed."""
+    target = path.with_name(path.name + SUFFIX)
+    data = path.read_bytes()
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as fh:
+        fh.write(data)
+    target.write_bytes(buf.getvalue())
+    path.unlink()
+    return target
+
+
+def compress_csvs(folder: Path) -> list[Path]:
+    """Compress every plain ``*.csv`` under ``folder``; returns the ``.csv.gz`` files written."""
+    return [compress(p) for p in sorted(Path(folder).rglob("*.csv")) if p.is_file()]
+
+
+def open_text(path: Path):
+    """A text handle on ``path`` (a ``.csv``), reading ``path.gz`` when only the compressed form exists."""
+    path = Path(path)
+    if not path.is_file() and path.with_name(path.name + SUFFIX).is_file():
+        return gzip.open(path.with_name(path.name + SUFFIX), "rt", encoding="utf-8", newline="")
+    if path.suffix == SUFFIX:
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+if __name__ == "__main__":  # one-off: `python -m bench.artifacts leaderboards/artifacts` converts older folders
+    import sys
+
+    for folder in sys.argv[1:]:
+        for written in compress_csvs(Path(folder)):
+            print(f"wrote {written}")
