@@ -91,6 +91,8 @@ def interval(values, n: int | None = None, proportion: bool = True, samples=None
     values = list(values)
     if len(values) >= 2:
         low, high = t_interval(values)
+        if proportion:  # a rate cannot leave [0, 1]: the t interval of few seeds can
+            low, high = max(0.0, low), min(1.0, high)
         return {"low": low, "high": high, "method": "t"}
     if len(values) == 1 and proportion and n:
         low, high = wilson(values[0] * n, n)
