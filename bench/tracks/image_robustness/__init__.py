@@ -19,7 +19,8 @@ AUTOATTACK = ("apgd-t", "fab-t", "square", "apgd-ce-l2", "apgd-t-l2", "fab-t-l2"
 CPU_CERTIFIERS = ("certified-ibp",)
 GPU_CERTIFIERS = ("certified-ibp", "certified-crown")
 # Multi-teacher distillation against its baselines, one student architecture per profile.
-MTARD_DEFENSES = ("standard", "pgd-at", "trades", "ard", "mtard")
+# The teachers are rows too (larger than the student, at the full budget): the students are read against them.
+MTARD_DEFENSES = ("standard", "pgd-at", "trades", "ard", "mtard", "standard-teacher", "pgd-at-teacher")
 MTARD_ATTACKS = ("fgsm", "pgd-linf", "cw-linf", "worst-case")
 
 
