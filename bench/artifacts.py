@@ -39,9 +39,23 @@ def open_text(path: Path):
     return open(path, encoding="utf-8", newline="")
 
 
-if __name__ == "__main__":  # one-off: `python -m bench.artifacts leaderboards/artifacts` converts older folders
+def unreferenced(results: Path) -> list[Path]:
+    """The evaluators' artifact folders (``<results>/artifacts/eval/<key>``) that no record names: left by runs
+    that newer records replaced; no table or README sample reads them."""
+    from bench.records import scan_records
+
+    named = {Path(r["artifacts"]).name for r in scan_records(results / "records")[0] if r.get("artifacts")}
+    folder = results / "artifacts" / "eval"
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in named) if folder.is_dir() else []
+
+
+if __name__ == "__main__":  # one-off for an older results folder: `python -m bench.artifacts leaderboards`
+    import shutil
     import sys
 
-    for folder in sys.argv[1:]:
-        for written in compress_csvs(Path(folder)):
+    for root in map(Path, sys.argv[1:]):
+        for written in compress_csvs(root / "artifacts"):
             print(f"wrote {written}")
+        for stale in unreferenced(root):
+            shutil.rmtree(stale)
+            print(f"removed {stale} (no record names it)")
