@@ -247,7 +247,7 @@ def cmd_leaderboard(args, registry) -> int:
     if args.check:
         stale = check(registry, args.results, provenance=not args.no_provenance)
         for path in stale:
-            print(f"{'provenance' if '(provenance:' in path else 'out of date'}: {path}")
+            print(path if path.startswith("provenance: ") else f"out of date: {path}")
         if stale:
             print("run `bench leaderboard` to regenerate the tables from the records; a provenance problem needs "
                   "the table's cells rerun from one clean commit", file=sys.stderr)
