@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from bench.stats import BOOTSTRAP, SEED, Z95, mcnemar, wilson  # noqa: F401 (shared; re-exported for the track)
+from bench.stats import BOOTSTRAP, SEED, mcnemar, wilson  # noqa: F401 (shared; wilson re-exported for the track)
 
 
 def as_cells(outcomes: str | list[str], cluster_size: int) -> np.ndarray:
