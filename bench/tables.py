@@ -187,10 +187,14 @@ def generic_tables(records: list[dict]) -> dict[str, str]:
                     if label not in columns:
                         columns.append(label)
                     values[(r["defense"]["name"], r["attack"]["name"])][label].append(m["value"])
-            lines += [f"## {profile} profile", "", md_row(["Defense", "Evaluator"] + columns),
-                      md_row(["---", "---"] + ["---:"] * len(columns))]
+            seeds: dict[tuple[str, str], set[int]] = defaultdict(set)
+            for r in recs:
+                seeds[(r["defense"]["name"], r["attack"]["name"])].add(r["seed"])
+            lines += [f"## {profile} profile", "", md_row(["Defense", "Evaluator"] + columns + ["Seeds"]),
+                      md_row(["---", "---"] + ["---:"] * (len(columns) + 1))]
             for (defense, evaluator), cells in sorted(values.items()):
-                lines.append(md_row([defense, evaluator] + [fmt(cells.get(c, [])) for c in columns]))
-            lines += ["", provenance(recs), ""]
+                lines.append(md_row([defense, evaluator] + [fmt(cells.get(c, [])) for c in columns]
+                                    + [str(len(seeds[(defense, evaluator)]))]))
+            lines += ["", stats_footer(), "", provenance(recs), ""]
         out[f"{dataset}.md"] = "\n".join(lines)
     return out
