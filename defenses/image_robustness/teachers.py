@@ -22,19 +22,27 @@ def _teacher_profiles(base) -> dict[str, dict]:
 
 
 class StandardTeacher(Standard):
-    """MTARD's clean teacher: ``standard`` at twice the student's width, its budget in each profile."""
+    """MTARD's clean teacher: ``standard`` at twice the student's width, its budget in each profile.
+
+    Threat model: none (clean training). Defaults and departures: ``standard``'s, but the width."""
 
     profiles = _teacher_profiles(Standard)
 
 
 class PGDATTeacher(PGDAT):
     """The robust teacher of ARD and MTARD (default): ``pgd-at`` at twice the student's width, its budget in
-    each profile (full: 20 epochs, 10 PGD steps, the cnn architecture)."""
+    each profile (full: 20 epochs, 10 PGD steps, the cnn architecture).
+
+    Paper: Madry et al. 2018 (as ``pgd-at``). Threat model: Linf at the dataset's first budget. Defaults and
+    departures: ``pgd-at``'s, but the width (the MTARD paper's teachers are larger networks than the student)."""
 
     profiles = _teacher_profiles(PGDAT)
 
 
 class TRADESTeacher(TRADES):
-    """The alternative robust teacher (``robust_teacher=trades``): ``trades`` at twice the student's width."""
+    """The alternative robust teacher (``robust_teacher=trades``): ``trades`` at twice the student's width.
+
+    Paper: Zhang et al. 2019 (as ``trades``). Threat model: Linf at the dataset's first budget. Defaults and
+    departures: ``trades``'s, but the width."""
 
     profiles = _teacher_profiles(TRADES)
