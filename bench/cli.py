@@ -197,7 +197,8 @@ def cmd_run(args, registry) -> int:
             grid[key] = tuple(getattr(args, flag))
     selection = Selection(defenses=tuple(grid["defenses"]), attacks=tuple(grid["attacks"]),
                           datasets=tuple(grid["datasets"]), seeds=tuple(grid["seeds"]) or (0,),
-                          profile=args.profile or grid["profile"], sets=tuple(args.sets),
+                          profile=args.profile or grid["profile"],
+                          sets=tuple(grid.get("sets", ())) + tuple(args.sets),  # the user's --set last: it wins
                           data_root=args.data_root)
     if args.jobs != "auto" and args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}")

@@ -28,8 +28,9 @@ MTARD_ATTACKS = ("fgsm", "pgd-linf", "cw-linf", "worst-case")
 FULL_SEEDS = (0, 1, 2)
 
 
-def _grid(defenses, attacks, datasets, profile, seeds=(0,)):
-    return {"defenses": defenses, "attacks": attacks, "datasets": datasets, "seeds": seeds, "profile": profile}
+def _grid(defenses, attacks, datasets, profile, seeds=(0,), sets=()):
+    grid = {"defenses": defenses, "attacks": attacks, "datasets": datasets, "seeds": seeds, "profile": profile}
+    return {**grid, "sets": sets} if sets else grid
 
 
 class ImageRobustness(Track):
@@ -40,6 +41,10 @@ class ImageRobustness(Track):
         # The README's main job: the image grid on the embedded Fashion-MNIST, CPU-sized.
         "quick": _grid(DEFENSES, ATTACKS + CPU_CERTIFIERS, ("fashion-mnist",), "quick"),
         "full": _grid(DEFENSES, ATTACKS + AUTOATTACK + GPU_CERTIFIERS, ("fashion-mnist",), "full", FULL_SEEDS),  # GPU
+        # RobustBench's shape for users who have CIFAR-10 (binary version, --data-root): ResNet-18, eps 8/255 and
+        # 0.5; CROWN is left out (auto_LiRPA 0.3 cannot bound residual blocks), IBP stays.
+        "cifar10-full": _grid(DEFENSES, ATTACKS + AUTOATTACK + CPU_CERTIFIERS, ("cifar10",), "full", FULL_SEEDS,
+                              sets=("arch=resnet18",)),
         # Every embedded image dataset, CPU-sized.
         "image": _grid(DEFENSES, ATTACKS + CPU_CERTIFIERS, ("fashion-mnist", "mnist-5k", "uci-digits"), "quick"),
         # Seconds: the whole path end to end, for tests.
