@@ -164,10 +164,17 @@ def auto_lanes(runner, the_plan, pending: list[int], gpus: list[str]) -> int:
         return max(1, min(cores, len(pending)))
     import torch
 
-    largest = 0
+    largest, seen = 0, set()
     for i in pending:
         job = the_plan.jobs[i]
-        model = job.defense.build(job.dataset.spec())
+        kind = (job.defense.name, repr(job.defense.params), job.dataset.name, repr(job.dataset.params))
+        if kind in seen:  # seeds of one model: the same size, built once
+            continue
+        seen.add(kind)
+        try:
+            model = job.defense.build(job.dataset.spec())
+        except Exception:  # sizing is a guess: the job itself will report why it cannot build its model
+            continue
         largest = max(largest, sum(p.numel() * p.element_size() for p in model.parameters()))
     free = [torch.cuda.mem_get_info(i)[0] for i in range(len(gpus))]
     return choose_lanes(free, largest, len(pending), cores)

@@ -33,6 +33,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -280,24 +281,27 @@ def run_attacks(args, device) -> list[dict]:
     return rows
 
 
-def time_suites(suites: list[str], device: str, jobs: str | None, root: Path, timeout: float) -> list[dict]:
+def time_suites(suites: list[str], device: str, jobs: str | None, root: Path, timeout: float,
+                run_args: str = "") -> list[dict]:
     """Wall seconds of each suite's ``bench run`` in a fresh results folder under ``root``."""
     rows = []
     for suite in suites:
         results = root / suite
         cmd = [sys.executable, "-m", "bench.cli", "run", "--suite", suite, "--device", device,
-               "--results", str(results)] + (["--jobs", jobs] if jobs else [])
+               "--results", str(results)] + (["--jobs", jobs] if jobs else []) + shlex.split(run_args)
+        root.mkdir(parents=True, exist_ok=True)
+        log = root / f"{suite}.log"  # streamed, so a long run can be followed with tail -f
         start = time.perf_counter()
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-            code, out = done.returncode, done.stdout + done.stderr
-        except subprocess.TimeoutExpired as exc:
-            code, out = "timeout", (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) \
-                else (exc.stdout or "")
+        with open(log, "w") as fh:
+            try:
+                code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            except subprocess.TimeoutExpired:  # the child is killed; its workers die with it (PR_SET_PDEATHSIG)
+                code = "timeout"
         seconds = time.perf_counter() - start
+        out = log.read_text(errors="replace")
         lanes = next((line.strip() for line in out.splitlines() if "worker process(es)" in line), "in-process")
         rows.append({"suite": suite, "seconds": seconds, "exit": code, "command": " ".join(cmd), "lanes": lanes,
-                     "tail": out.strip().splitlines()[-3:]})
+                     "log": str(log), "tail": out.strip().splitlines()[-3:]})
         print(f"  suite {suite}: {seconds:.1f} s, exit {code}, {lanes}", flush=True)
     return rows
 
@@ -320,7 +324,8 @@ def print_tables(attack_rows: list[dict], suite_rows: list[dict], label: str) ->
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    ap.add_argument("--tiny", action="store_true", help="smoke sizes (batch 4, 2 and 3 steps, no warm-up, 1 repeat; resnet18 on 8x8): tests")
+    ap.add_argument("--tiny", action="store_true",
+                    help="smoke sizes (batch 4, 2 and 3 steps, no warm-up, 1 repeat; resnet18 on 8x8): tests")
     ap.add_argument("--attacks", default="all",
                     help="'all', 'none', or a comma list of pgd-linf,apgd-ce (default: all)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats (default 7; --tiny: 1)")
@@ -328,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-steps", type=int, default=None, help="Adam steps on the synthetic task (default 300)")
     ap.add_argument("--suites", nargs="*", default=[], metavar="S", help="also time these suites' `bench run`")
     ap.add_argument("--jobs", default=None, help="--jobs for the suites' runs (default: bench's own)")
+    ap.add_argument("--run-args", default="", metavar="ARGS",
+                    help="more `bench run` arguments for the suites' runs, one string, e.g. '--seed 0 1 2'")
     ap.add_argument("--suites-results", type=Path, default=None,
                     help="results root for the suites' runs (default: a temporary folder)")
     ap.add_argument("--suite-timeout", type=float, default=3600)
@@ -345,11 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     attack_rows = [] if args.attacks == "none" else run_attacks(args, device)
     suite_rows = []
     if args.suites:
+        timing = dict(device=args.device, jobs=args.jobs, timeout=args.suite_timeout, run_args=args.run_args)
         if args.suites_results is not None:
-            suite_rows = time_suites(args.suites, args.device, args.jobs, args.suites_results, args.suite_timeout)
+            suite_rows = time_suites(args.suites, root=args.suites_results, **timing)
         else:
             with tempfile.TemporaryDirectory(prefix="bench-suites-") as root:
-                suite_rows = time_suites(args.suites, args.device, args.jobs, Path(root), args.suite_timeout)
+                suite_rows = time_suites(args.suites, root=Path(root), **timing)
     print_tables(attack_rows, suite_rows, label)
     if args.json:
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
