@@ -201,3 +201,30 @@ def test_gpu_lanes_by_default_give_the_sequential_records(cli, tmp_path):
             {k: record[k] for k in ("key", "config_id", "status")}
         for ours, theirs in zip(lanes[path]["metrics"], record["metrics"]):
             assert ours["name"] == theirs["name"] and abs(ours["value"] - theirs["value"]) <= 0.02
+
+
+def test_bench_run_on_cuda_takes_lanes_by_default_and_the_cpu_stays_sequential(cli, tmp_path, monkeypatch):
+    """The CLI's wiring, on a machine without a GPU: CUDA is faked as present, and the executors are stubbed
+    (nothing runs), so what is checked is which path `bench run` takes with which --jobs."""
+    import torch
+
+    from bench import executors
+    from bench.runner import Runner
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(executors, "run_parallel", lambda runner, sel, the_plan, jobs, extra=None:
+                        calls.append((runner.device.type, jobs)) or 0)
+    monkeypatch.setattr(Runner, "execute", lambda self, the_plan: calls.append((self.device.type, "in-process")) or 0)
+    base = ("--results", tmp_path, "run", "--defense", "standard", "--attack", "fgsm", "--dataset", "uci-digits",
+            "--profile", "smoke")
+    for extra, expected in ((("--device", "cuda"), ("cuda", "auto")),
+                            (("--device", "cuda", "--jobs", "3"), ("cuda", 3)),
+                            (("--device", "cuda", "--jobs", "1"), ("cuda", "in-process")),
+                            (("--device", "cuda", "--no-budget-cap"), ("cuda", "in-process")),
+                            (("--device", "cpu"), ("cpu", "in-process")),
+                            (("--device", "cpu", "--jobs", "2"), ("cpu", 2))):
+        calls.clear()
+        code, _, err = cli(*base, *extra)
+        assert code == 0, err
+        assert calls == [expected], extra
