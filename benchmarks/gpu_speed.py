@@ -175,7 +175,8 @@ def suite_attack(registry, name: str, profile: str, steps: int | None):
     return cls(dataclasses.replace(params, steps=steps) if steps else params)
 
 
-def methods_for(attack_name: str, model, x_cpu, y_cpu, device, registry, steps: int, notes: list[str]):
+def methods_for(attack_name: str, model, x_cpu, y_cpu, device, registry, steps: int, eps: float,
+                notes: list[str]):
     """{method: fn(seed) -> per-example robust mask (bool, CPU)}, for PGD-``steps`` or APGD-CE-``steps``."""
     from bench.context import AttackContext
     from bench.evaluate import robust_mask
@@ -183,7 +184,7 @@ def methods_for(attack_name: str, model, x_cpu, y_cpu, device, registry, steps: 
     x, y = x_cpu.to(device), y_cpu.to(device)
     is_pgd = attack_name == "pgd-linf"
     plugin = suite_attack(registry, attack_name, "quick" if is_pgd else "full", steps)
-    alpha = plugin.params.rel_step * EPS / steps if is_pgd else None
+    alpha = plugin.params.rel_step * eps / steps if is_pgd else None
     everyone = torch.ones(len(x_cpu), dtype=torch.bool)
 
     def robust(x_adv):
@@ -193,13 +194,13 @@ def methods_for(attack_name: str, model, x_cpu, y_cpu, device, registry, steps: 
     def suite(seed):
         ctx = AttackContext(bounds=BOUNDS, generator=torch.Generator().manual_seed(seed), registry=registry,
                             profile="quick" if is_pgd else "full")
-        return robust_mask(model, plugin, x_cpu, y_cpu, everyone, EPS, ctx, device, len(x_cpu))
+        return robust_mask(model, plugin, x_cpu, y_cpu, everyone, eps, ctx, device, len(x_cpu))
 
     if is_pgd:
-        methods = {"eager": lambda s: robust(eager_pgd(model, x, y, EPS, alpha, steps, BOUNDS,
+        methods = {"eager": lambda s: robust(eager_pgd(model, x, y, eps, alpha, steps, BOUNDS,
                                                        torch.Generator().manual_seed(s))), "suite": suite}
     else:
-        methods = {"eager": lambda s: ~eager_apgd_ce(model, x, y, EPS, steps, BOUNDS,
+        methods = {"eager": lambda s: ~eager_apgd_ce(model, x, y, eps, steps, BOUNDS,
                                                      torch.Generator().manual_seed(s)).cpu(), "suite": suite}
     if is_pgd:
         try:
@@ -207,16 +208,16 @@ def methods_for(attack_name: str, model, x_cpu, y_cpu, device, registry, steps: 
 
             fmodel = foolbox.PyTorchModel(model, bounds=BOUNDS, device=device)
             fb = foolbox.attacks.LinfPGD(steps=steps, abs_stepsize=alpha, random_start=True)
-            methods["foolbox"] = lambda s: ~fb(fmodel, x, y, epsilons=[EPS])[2][0].cpu()
+            methods["foolbox"] = lambda s: ~fb(fmodel, x, y, epsilons=[eps])[2][0].cpu()
         except ImportError as exc:
             notes.append(f"foolbox skipped: {exc}")
     try:
         import torchattacks
 
         if is_pgd:
-            ta = torchattacks.PGD(model, eps=EPS, alpha=alpha, steps=steps, random_start=True)
+            ta = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
         else:
-            ta = torchattacks.APGD(model, norm="Linf", eps=EPS, steps=steps, n_restarts=1, seed=0, loss="ce",
+            ta = torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=0, loss="ce",
                                    rho=plugin.params.rho)
         methods["torchattacks"] = lambda s: robust(ta(x, y))
     except ImportError as exc:
@@ -256,7 +257,7 @@ def run_attacks(args, device) -> list[dict]:
     from bench.registry import Registry
 
     registry = Registry()
-    cases = [(arch, 4 if args.tiny else batch) for arch, batch in CASES]
+    cases = [(arch, 4 if args.tiny else batch) for arch, batch in args.cases]
     if args.tiny:
         cases = list(dict.fromkeys(cases))  # cnn at 256 and 1024 are the same case at tiny size
     attacks = [("PGD-20", "pgd-linf", 2 if args.tiny else 20), ("APGD-CE", "apgd-ce", 3 if args.tiny else 100)]
@@ -272,7 +273,7 @@ def run_attacks(args, device) -> list[dict]:
             if args.attacks != "all" and name not in args.attacks.split(","):
                 continue
             notes: list[str] = []
-            methods = methods_for(name, model, x, y, device, registry, steps, notes)
+            methods = methods_for(name, model, x, y, device, registry, steps, args.eps, notes)
             for row in measure(methods, batch, device, args.repeats, args.warmup):
                 rows.append({"attack": f"{label} ({name}, {steps} steps)", "model": arch, "batch": batch, **row,
                              **({"notes": notes} if notes else {})})
@@ -308,17 +309,28 @@ def time_suites(suites: list[str], device: str, jobs: str | None, root: Path, ti
 
 def print_tables(attack_rows: list[dict], suite_rows: list[dict], label: str) -> None:
     if attack_rows:
-        print(f"\n{label}; median of repeats; same = per-example outcome equal to eager's")
+        print(f"\n{label}; median of repeats; same = per-example outcome equal to eager's; robust = share "
+              f"still classified correctly")
         print(f"{'attack':<36}{'model':<10}{'batch':>6}  {'method':<13}{'ms':>9}{'images/s':>11}"
-              f"{'x eager':>9}{'same':>8}")
+              f"{'x eager':>9}{'same':>8}{'robust':>8}")
         for r in attack_rows:
             print(f"{r['attack']:<36}{r['model']:<10}{r['batch']:>6}  {r['method']:<13}{1e3 * r['median_s']:>9.2f}"
                   f"{r['images_per_s']:>11.0f}{r['speedup_vs_eager']:>9.2f}"
-                  f"{100 * r['same_outcome_as_eager_share']:>7.1f}%")
+                  f"{100 * r['same_outcome_as_eager_share']:>7.1f}%{100 * r['robust_share']:>7.1f}%")
     if suite_rows:
         print(f"\n{'suite':<28}{'seconds':>9}  exit  lanes")
         for r in suite_rows:
             print(f"{r['suite']:<28}{r['seconds']:>9.1f}  {str(r['exit']):<5} {r['lanes']}")
+
+
+def _cases(text: str) -> tuple:
+    try:
+        cases = tuple((arch, int(batch)) for arch, batch in (part.split(":") for part in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ARCH:BATCH,..., e.g. cnn:256,resnet18:256, not {text!r}")
+    if unknown := [arch for arch, _ in cases if arch not in SHAPES]:
+        raise argparse.ArgumentTypeError(f"unknown model {unknown[0]!r}; choose among {', '.join(SHAPES)}")
+    return cases
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     ap.add_argument("--tiny", action="store_true",
                     help="smoke sizes (batch 4, 2 and 3 steps, no warm-up, 1 repeat; resnet18 on 8x8): tests")
+    ap.add_argument("--cases", type=_cases, default=CASES, metavar="ARCH:BATCH,...",
+                    help="models and batch sizes (default: cnn:256,cnn:1024,resnet18:256)")
+    ap.add_argument("--eps", type=float, default=EPS, help=f"L-inf budget (default {EPS})")
     ap.add_argument("--attacks", default="all",
                     help="'all', 'none', or a comma list of pgd-linf,apgd-ce (default: all)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats (default 7; --tiny: 1)")
@@ -362,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         Path(args.json).write_text(json.dumps(
-            {"config": {**config, "device_name": label, "eps": EPS,
+            {"config": {**config, "device_name": label,
                         "cuda_graphs_env": os.environ.get("BENCH_CUDA_GRAPHS")},
              "attacks": attack_rows, "suites": suite_rows}, indent=1))
     return 0
