@@ -99,8 +99,8 @@ def _parser(suite_names) -> argparse.ArgumentParser:
                      help="model jobs (defense x dataset x seed, each with all its cells) in N parallel worker "
                           "processes; with CUDA they share the visible GPUs as lanes. 'auto': one per core on the "
                           "CPU; with CUDA, free GPU memory / estimated lane peak (1 GiB + 64x the largest model's "
-                          "weights), at most 8 a GPU, one per model job and one per core. Default: 1 on the CPU "
-                          "(sequential, in this process), auto with CUDA (one lane runs in this process)")
+                          "weights), at most 8 a GPU, one per model job and one per core. Default: auto with "
+                          "--device cuda (a single lane runs in this process), else 1 (sequential, in this process)")
 
     lb = sub.add_parser("leaderboard", help="regenerate the leaderboard tables from the records")
     for command in (run, lb):  # the global option is also accepted after the subcommand
@@ -120,12 +120,13 @@ def _jobs(text: str):
         raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', not {text!r}") from None
 
 
-def default_jobs(jobs, device_type: str, sequential_only: bool = False):
-    """``--jobs`` as given, else its default: 1 (sequential) on the CPU, so CPU runs are unchanged; 'auto'
-    with CUDA, where one process leaves a GPU mostly idle on the suite's small, launch-bound models."""
+def default_jobs(jobs, device: str, sequential_only: bool = False):
+    """``--jobs`` as given, else its default: 'auto' with ``--device cuda``, where one process leaves a GPU
+    mostly idle on the suite's small, launch-bound models; else 1 (sequential), so CPU runs are unchanged and
+    ``--device auto`` runs the same processes whatever the machine has."""
     if jobs is not None:
         return jobs
-    return "auto" if device_type == "cuda" and not sequential_only else 1
+    return "auto" if device == "cuda" and not sequential_only else 1
 
 
 def cmd_list(args, registry) -> int:
@@ -228,7 +229,7 @@ def cmd_run(args, registry) -> int:
             from bench.executors_ray import run_ray
 
             code = run_ray(runner, selection, the_plan, address=args.address, device=args.device)
-        elif (jobs := default_jobs(args.jobs, runner.device.type, sequential_only=args.no_budget_cap)) != 1:
+        elif (jobs := default_jobs(args.jobs, args.device, sequential_only=args.no_budget_cap)) != 1:
             from bench.executors import run_parallel
 
             code = run_parallel(runner, selection, the_plan, jobs)

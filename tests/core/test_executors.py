@@ -164,6 +164,7 @@ def test_jobs_default_to_1_on_the_cpu_and_to_auto_with_cuda():
     from bench.cli import default_jobs
 
     assert default_jobs(None, "cpu") == 1  # CPU runs unchanged: sequential, in this process
+    assert default_jobs(None, "auto") == 1  # the same processes whatever the machine has
     assert default_jobs(None, "cuda") == "auto"
     assert default_jobs(None, "cuda", sequential_only=True) == 1  # --no-budget-cap needs one process
     assert default_jobs(3, "cuda") == 3 and default_jobs(1, "cuda") == 1 and default_jobs("auto", "cpu") == "auto"
@@ -223,6 +224,7 @@ def test_bench_run_on_cuda_takes_lanes_by_default_and_the_cpu_stays_sequential(c
                             (("--device", "cuda", "--jobs", "1"), ("cuda", "in-process")),
                             (("--device", "cuda", "--no-budget-cap"), ("cuda", "in-process")),
                             (("--device", "cpu"), ("cpu", "in-process")),
+                            ((), ("cuda", "in-process")),  # --device auto, resolved to the (faked) GPU
                             (("--device", "cpu", "--jobs", "2"), ("cpu", 2))):
         calls.clear()
         code, _, err = cli(*base, *extra)
