@@ -218,7 +218,7 @@ def methods_for(attack_name: str, model, x_cpu, y_cpu, device, registry, steps: 
     else:
         methods = {"eager": lambda s: ~eager_apgd_ce(model, x, y, eps, steps, BOUNDS,
                                                      torch.Generator().manual_seed(s)).cpu(), "suite": suite}
-    if is_pgd:
+    if is_pgd:  # foolbox has no APGD
         try:
             import foolbox
 
