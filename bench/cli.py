@@ -95,17 +95,25 @@ def _parser(suite_names) -> argparse.ArgumentParser:
     run.add_argument("--address", metavar="ADDR",
                      help="with --executor ray: the Ray cluster to use (e.g. 'auto', or HOST:6379 of `ray start "
                           "--head`); results folder and data must be on every node at the same path")
-    run.add_argument("--jobs", type=_jobs, default=1, metavar="N|auto",
-                     help="model jobs (defense x dataset x seed) in N parallel worker processes; with CUDA they "
-                          "share the visible GPUs as lanes; 'auto' picks N from the cores, the GPUs' free memory "
-                          "and the models' size (default 1: sequential, in this process)")
+    run.add_argument("--jobs", type=_jobs, default=None, metavar="N|auto",
+                     help="model jobs (defense x dataset x seed, each with all its cells) in N parallel worker "
+                          "processes; with CUDA they share the visible GPUs as lanes. 'auto': one per core on the "
+                          "CPU; with CUDA, free GPU memory / estimated lane peak (1 GiB + 64x the largest model's "
+                          "weights), at most 8 a GPU, one per model job and one per core. Default: auto with "
+                          "--device cuda (a single lane runs in this process), else 1 (sequential, in this process)")
 
     lb = sub.add_parser("leaderboard", help="regenerate the leaderboard tables from the records")
     for command in (run, lb):  # the global option is also accepted after the subcommand
         command.add_argument("--results", type=_results_path, default=argparse.SUPPRESS,
                              help="as before the subcommand")
     lb.add_argument("--check", action="store_true",
-                    help="fail (exit 1) when the tables on disk differ from what the records give")
+                    help="fail (exit 1) when the tables on disk differ from what the records give, or when a "
+                         "table rests on a record of a dirty or unknown commit, or on records that ran more than "
+                         "one version of the code they depend on (a module with two source hashes; records "
+                         "without code hashes: more than one commit)")
+    lb.add_argument("--no-provenance", action="store_true",
+                    help="with --check: compare tables and records only, not the provenance rule (while "
+                         "committed tables still rest on stale records)")
     return p
 
 
@@ -116,6 +124,15 @@ def _jobs(text: str):
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', not {text!r}") from None
+
+
+def default_jobs(jobs, device: str, sequential_only: bool = False):
+    """``--jobs`` as given, else its default: 'auto' with ``--device cuda``, where one process leaves a GPU
+    mostly idle on the suite's small, launch-bound models; else 1 (sequential), so CPU runs are unchanged and
+    ``--device auto`` runs the same processes whatever the machine has."""
+    if jobs is not None:
+        return jobs
+    return "auto" if device == "cuda" and not sequential_only else 1
 
 
 def cmd_list(args, registry) -> int:
@@ -191,19 +208,20 @@ def cmd_run(args, registry) -> int:
             grid[key] = tuple(getattr(args, flag))
     selection = Selection(defenses=tuple(grid["defenses"]), attacks=tuple(grid["attacks"]),
                           datasets=tuple(grid["datasets"]), seeds=tuple(grid["seeds"]) or (0,),
-                          profile=args.profile or grid["profile"], sets=tuple(args.sets),
+                          profile=args.profile or grid["profile"],
+                          sets=tuple(grid.get("sets", ())) + tuple(args.sets),  # the user's --set last: it wins
                           data_root=args.data_root)
-    if args.jobs != "auto" and args.jobs < 1:
+    if args.jobs not in (None, "auto") and args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
     if args.address and args.executor != "ray":
         raise UsageError("--address needs --executor ray")
     if args.executor == "ray":
-        if args.jobs != 1:
+        if args.jobs not in (None, 1):
             raise UsageError("--jobs is for --executor local; Ray runs as many tasks as the cluster has resources")
         from bench.executors_ray import require_ray
 
         require_ray()
-    if args.no_budget_cap and (args.jobs != 1 or args.executor == "ray"):
+    if args.no_budget_cap and (args.jobs not in (None, 1) or args.executor == "ray"):
         # Workers plan the grid again in fresh processes, where the cap is back (bench.validate.BUDGET_CAP).
         raise UsageError("--no-budget-cap works with sequential runs only (--jobs 1, --executor local)")
     validate.BUDGET_CAP = None if args.no_budget_cap else DEFAULT_BUDGET_CAP  # read by plan(); process-wide
@@ -217,10 +235,10 @@ def cmd_run(args, registry) -> int:
             from bench.executors_ray import run_ray
 
             code = run_ray(runner, selection, the_plan, address=args.address, device=args.device)
-        elif args.jobs != 1:
+        elif (jobs := default_jobs(args.jobs, args.device, sequential_only=args.no_budget_cap)) != 1:
             from bench.executors import run_parallel
 
-            code = run_parallel(runner, selection, the_plan, args.jobs)
+            code = run_parallel(runner, selection, the_plan, jobs)
         else:
             code = runner.execute(the_plan)
     finally:
@@ -239,11 +257,12 @@ def cmd_leaderboard(args, registry) -> int:
         check_results_writable(args.results)  # the tables are written there
 
     if args.check:
-        stale = check(registry, args.results)
+        stale = check(registry, args.results, provenance=not args.no_provenance)
         for path in stale:
-            print(f"out of date: {path}")
+            print(path if path.startswith("provenance: ") else f"out of date: {path}")
         if stale:
-            print("run `bench leaderboard` to regenerate the tables from the records", file=sys.stderr)
+            print("run `bench leaderboard` to regenerate the tables from the records; a provenance problem needs "
+                  "the table's cells rerun from one clean commit", file=sys.stderr)
             return 1
         print("leaderboards match the records")
         return 0

@@ -4,7 +4,9 @@ A job is one (dataset, defense, seed) with its cells. Each worker is a fresh pro
 builds its own Registry and Runner on the same results folder and plans the same selection again, so jobs
 travel as indices and results as JSON-able rows: nothing but plain data crosses processes. Records and cached
 models land where the sequential runner puts them (atomic writes; a lock per cache key, so a teacher needed by
-two jobs is trained once). With CUDA, one worker per visible GPU, pinned with CUDA_VISIBLE_DEVICES.
+two jobs is trained once). With CUDA the workers share the visible GPUs as lanes: worker k runs on GPU
+k mod #GPUs, pinned with CUDA_VISIBLE_DEVICES; the jobs are partitioned by model, so each lane trains and
+evaluates whole models.
 
 A job whose worker raises or dies has its unfinished cells recorded as failed; a replacement worker takes the
 remaining jobs. Rerunning completes only what is missing, as with the sequential runner.
@@ -46,9 +48,16 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
             pending.append(i)
 
     gpus = _visible_gpus() if runner.device.type == "cuda" else []
-    if jobs == "auto":
+    chosen = jobs == "auto"
+    if chosen:
         jobs = auto_lanes(runner, the_plan, pending, gpus)
     workers = min(jobs, len(pending))
+    if chosen and workers <= 1:  # one lane is the sequential run: no worker process to start
+        for i in pending:
+            runner.execute(Plan(profile, [the_plan.jobs[i]]))
+            rows[i], runner.summary = runner.summary, []
+        runner.summary = [row for i in sorted(rows) for row in rows[i]]
+        return 1 if runner.failed else 0
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
     if "OMP_NUM_THREADS" in os.environ:  # an explicit cap wins
         threads = min(threads, max(1, int(os.environ["OMP_NUM_THREADS"])))
@@ -129,25 +138,46 @@ def _drain(results, finish, lost) -> None:
 # (2,000 inputs) taken as a multiple of the weights. Small models are launch-bound, so several lanes share a GPU.
 LANE_BASE_GIB = 1.0
 ACTIVATIONS_PER_WEIGHT = 64
+# At most this many lanes a GPU: without MPS the GPU time-slices between processes' contexts, and past ~8
+# launch-bound lanes the gain flattens while each lane still holds a context and a CPU core.
+MAX_LANES_PER_GPU = 8
+
+
+def lane_memory_bytes(weight_bytes: int) -> int:
+    """The estimated peak GPU memory of one lane whose largest model has ``weight_bytes`` of parameters."""
+    return int(LANE_BASE_GIB * 2**30 + ACTIVATIONS_PER_WEIGHT * weight_bytes)
+
+
+def choose_lanes(free_bytes: list[int], weight_bytes: int, models: int, cores: int) -> int:
+    """The rule behind ``--jobs auto`` with CUDA (and the default of ``bench run --device cuda``): as many lanes
+    as the GPUs' free memory holds at ``lane_memory_bytes`` each, at most ``MAX_LANES_PER_GPU`` a GPU, one per
+    model job and one per core; at least 1."""
+    fits = int(sum(free_bytes) // lane_memory_bytes(weight_bytes))
+    return max(1, min(fits, MAX_LANES_PER_GPU * len(free_bytes), models, cores))
 
 
 def auto_lanes(runner, the_plan, pending: list[int], gpus: list[str]) -> int:
-    """How many worker processes to run: one per core on the CPU; with CUDA, as many as the GPUs' free memory
-    holds for the largest pending model (``LANE_BASE_GIB`` + weights x ``ACTIVATIONS_PER_WEIGHT``), at most one
-    per core (each lane launches its own kernels)."""
+    """How many worker processes to run: one per core (and per pending job) on the CPU; with CUDA,
+    ``choose_lanes`` for the largest pending model and the visible GPUs' free memory now."""
     cores = os.cpu_count() or 1
     if not gpus:
         return max(1, min(cores, len(pending)))
     import torch
 
-    largest = 0
+    largest, seen = 0, set()
     for i in pending:
         job = the_plan.jobs[i]
-        model = job.defense.build(job.dataset.spec())
+        kind = (job.defense.name, repr(job.defense.params), job.dataset.name, repr(job.dataset.params))
+        if kind in seen:  # seeds of one model: the same size, built once
+            continue
+        seen.add(kind)
+        try:
+            model = job.defense.build(job.dataset.spec())
+        except Exception:  # sizing is a guess: the job itself will report why it cannot build its model
+            continue
         largest = max(largest, sum(p.numel() * p.element_size() for p in model.parameters()))
-    per_lane = LANE_BASE_GIB * 2**30 + ACTIVATIONS_PER_WEIGHT * largest
-    free = sum(torch.cuda.mem_get_info(i)[0] for i in range(len(gpus)))
-    return max(1, min(cores, len(pending), int(free // per_lane)))
+    free = [torch.cuda.mem_get_info(i)[0] for i in range(len(gpus))]
+    return choose_lanes(free, largest, len(pending), cores)
 
 
 def _visible_gpus() -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 # and the few core modules that compute numbers. The rest of the core (runner, records, registry, CLI, tables...)
 # carries interfaces and bookkeeping: editing it does not invalidate cached models or records.
 RESULT_PACKAGES = ("bench.tracks", "bench_attacks", "bench_defenses")
-NUMERICAL_CORE = ("bench.data", "bench.evaluate", "bench.threat")
+NUMERICAL_CORE = ("bench.data", "bench.evaluate", "bench.stats", "bench.threat")
 
 
 def canonical(obj: Any) -> str:
@@ -140,3 +140,9 @@ def code_version(*module_names: str) -> dict[str, Any]:
     from bench import __version__
 
     return {"bench": __version__, "sources": sorted({module_source_hash(m) for m in code_modules(*module_names)})}
+
+
+def code_hashes(*module_names: str) -> dict[str, str]:
+    """{module: normalised-source hash} of ``code_modules``: stored in a record (not in its key) so that
+    ``bench leaderboard --check`` can tell whether two records of one table ran the same code."""
+    return {m: module_source_hash(m) for m in sorted(code_modules(*module_names))}

@@ -131,10 +131,15 @@ def regenerate(registry, results: Path, known: Facts | None = None) -> list[Path
     return sorted(written)
 
 
-def check(registry, results: Path, known: Facts | None = None) -> list[str]:
-    """Damaged records, and tables (md, csv) that are out of date, missing or extra, as ``"<path> (reason)"``;
-    empty when the folder matches the records."""
+def check(registry, results: Path, known: Facts | None = None, provenance: bool = True) -> list[str]:
+    """Damaged records and tables (md, csv) that are out of date, missing or extra, as ``"<path> (reason)"``,
+    and (``provenance``) tables that break the provenance rule (``bench.provenance``), as ``"provenance: <table>:
+    <reason>"``; empty when the folder matches the records and every table rests on one clean code version."""
+    from bench.provenance import violations
+
     records, problems = read_records(results)
+    if provenance:
+        problems += [f"provenance: {table}: {why}" for table, whys in violations(records).items() for why in whys]
     texts = expected(registry, records, known or facts(registry, records))
     listed = {f for f in _manifest(results) if f.endswith(CHECKED_SUFFIXES)}
     for rel in sorted(set(texts) | listed):

@@ -14,6 +14,7 @@ A record (schema ``bench.record/1``)::
      "threat_model": {"norm": "linf", "epsilons": [...], "checked": <examples checked>, "violations": <n>},
      "timings": {"train_s": float, "train_cached": bool, "eval_s": float},
      "hardware": {...}, "packages": {...}, "git_commit": str | null, "bench_version": str, "created": iso-8601,
+     "code": {<module>: <normalised-source hash>},  # the code the result depends on (bench.hashing.code_hashes)
      "error": {"type", "message", "log"},  # failed records only
      "per_example": [{"definition", "eps", "n", "robust": <base64 of the packed bits>, "sha256", "violations"}]
     }
@@ -75,17 +76,23 @@ def pack_mask(mask, definition: str, eps: float, violations: int = 0) -> dict:
             "violations": int(violations)}
 
 
-def unpack_mask(entry: dict):
-    """The bool tensor of a ``pack_mask`` entry; ``InvariantViolation`` when it does not match its checksum."""
+def unpack_bits(entry: dict):
+    """The bool numpy array of a ``pack_mask`` entry (tables use it: no torch); ``InvariantViolation`` when it
+    does not match its checksum."""
     import numpy as np
-    import torch
 
     bits = base64.b64decode(entry["robust"])
     if hashlib.sha256(bits).hexdigest()[:16] != entry["sha256"]:
         raise InvariantViolation(f"per-example outcome of {entry['definition']} at eps {entry['eps']} does not "
                                  "match its checksum")
-    mask = np.unpackbits(np.frombuffer(bits, dtype=np.uint8))[:entry["n"]].astype(bool)
-    return torch.from_numpy(mask.copy())
+    return np.unpackbits(np.frombuffer(bits, dtype=np.uint8))[:entry["n"]].astype(bool)
+
+
+def unpack_mask(entry: dict):
+    """The bool tensor of a ``pack_mask`` entry; ``InvariantViolation`` when it does not match its checksum."""
+    import torch
+
+    return torch.from_numpy(unpack_bits(entry).copy())
 
 
 REQUIRED = {"key": str, "config_id": str, "status": str, "track": str, "profile": str, "seed": int,

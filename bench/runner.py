@@ -516,6 +516,9 @@ class Runner:
                   "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"],
                               "eval_s": time.perf_counter() - start, "clean_eval_s": clean_s}}
         if ctx.artifacts.exists():
+            from bench.artifacts import compress_csvs
+
+            compress_csvs(ctx.artifacts)  # per-example CSVs kept small (bench.artifacts.open_text reads them)
             record["artifacts"] = str(ctx.artifacts)
         self._finish(job, cell, record)
 
@@ -528,7 +531,10 @@ class Runner:
                             "model_key": model_key(job.defense, job.dataset, job.seed),
                             **({"identity": job.defense.identity()} if job.defense.identity() else {})},
                 "attack": {**_config(a), "origin": _origin(self.registry, "attack", a.name), "norm": a.norm,
-                           "definition": a.describe()}}
+                           "definition": a.describe()},
+                # What the provenance rule of `bench leaderboard --check` compares across a table's records.
+                "code": hashing.code_hashes(type(job.defense).__module__, type(job.dataset).__module__,
+                                            type(a).__module__, *EVAL_CODE)}
 
     def _finish(self, job: ModelJob, cell: Cell, record: dict) -> None:
         """Every cell ends here: its record, with provenance (and the sha256 of the data files the dataset read),

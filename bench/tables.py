@@ -67,6 +67,70 @@ def fmt(values: list[float], percent: bool = True, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
 
 
+def seed_values(records: list[dict], metric_name: str, **labels) -> dict[int, float]:
+    """{seed: value} of one metric (the first matching each record's labels, e.g. eps=0.1), one value per seed."""
+    out = {}
+    for r in records:
+        for m in r["metrics"]:
+            if m["name"] == metric_name and all(m.get(k) == v for k, v in labels.items()):
+                out.setdefault(r["seed"], m["value"])
+                break
+    return out
+
+
+def ci(values: list[float], n: int | None = None, proportion: bool = True, percent: bool = True) -> str:
+    """A cell's 95 % interval text (``bench.stats.interval``): t over seeds, or Wilson over ``n`` examples."""
+    from bench import stats
+
+    return stats.format_interval(stats.interval(values, n, proportion), percent=percent)
+
+
+def vs_reference(row: dict[int, float], reference: dict[int, float] | None, percent: bool = True) -> str:
+    """The paired difference of a row against its reference method over their common seeds (paired t),
+    ``-`` with fewer than two common seeds or for the reference row itself."""
+    from bench import stats
+
+    if reference is None or row is reference:
+        return "-"
+    return stats.format_paired(stats.paired_seeds(row, reference), percent=percent)
+
+
+BUDGET_KEYS = (("epochs", "ep"), ("teacher_epochs", "teacher ep"), ("unlearn_epochs", "unlearn ep"),
+               ("repair_epochs", "repair ep"), ("vae_epochs", "VAE ep"), ("iterations", "it"),
+               ("min_train_batches", "min batches"), ("max_train_batches", "max batches"))
+
+
+def budget(params: dict, train_s: float | None) -> str:
+    """The training budget of a row: its epochs (or iterations, batches) as set in its params, and the mean
+    train time, e.g. ``20 ep, 116 s``; a budget left to the profile's default (None) is not shown."""
+    parts = [f"{params[k]} {label}" for k, label in BUDGET_KEYS if params.get(k) is not None]
+    if train_s is not None:
+        parts.append(f"{train_s:.0f} s")
+    return ", ".join(parts) or "-"
+
+
+def train_seconds(records: list[dict]) -> float | None:
+    """The mean over seeds of the longest train time of each seed's records (one model per seed)."""
+    per_seed: dict[int, float] = {}
+    for r in records:
+        t = (r.get("timings") or {}).get("train_s")
+        if t is not None:
+            per_seed[r["seed"]] = max(per_seed.get(r["seed"], 0.0), t)
+    return statistics.fmean(per_seed.values()) if per_seed else None
+
+
+def stats_footer(reference: str | None = None, test: str = "paired t over the common seeds") -> str:
+    """The one sentence under every table that says what its numbers mean (the same in every track)."""
+    text = ("Statistics: mean ± sample standard deviation over seeds (one seed: the value alone); Seeds = their "
+            "count; 95 % CI: `t` = Student's t interval over seeds, `W` = Wilson interval over the test examples "
+            "(one seed), `B` = bootstrap over examples (one seed, not a proportion); Budget = the training "
+            "budget set in the row's params and its mean train time.")
+    if reference:
+        text += (f" vs {reference}: the row minus {reference} on the same seeds and examples ({test}), "
+                 "[95 % interval] and p-value, `*` p < 0.05; `-` fewer than two common seeds.")
+    return text
+
+
 def md_row(cells: list[str]) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
@@ -123,10 +187,14 @@ def generic_tables(records: list[dict]) -> dict[str, str]:
                     if label not in columns:
                         columns.append(label)
                     values[(r["defense"]["name"], r["attack"]["name"])][label].append(m["value"])
-            lines += [f"## {profile} profile", "", md_row(["Defense", "Evaluator"] + columns),
-                      md_row(["---", "---"] + ["---:"] * len(columns))]
+            seeds: dict[tuple[str, str], set[int]] = defaultdict(set)
+            for r in recs:
+                seeds[(r["defense"]["name"], r["attack"]["name"])].add(r["seed"])
+            lines += [f"## {profile} profile", "", md_row(["Defense", "Evaluator"] + columns + ["Seeds"]),
+                      md_row(["---", "---"] + ["---:"] * (len(columns) + 1))]
             for (defense, evaluator), cells in sorted(values.items()):
-                lines.append(md_row([defense, evaluator] + [fmt(cells.get(c, [])) for c in columns]))
-            lines += ["", provenance(recs), ""]
+                lines.append(md_row([defense, evaluator] + [fmt(cells.get(c, [])) for c in columns]
+                                    + [str(len(seeds[(defense, evaluator)]))]))
+            lines += ["", stats_footer(), "", provenance(recs), ""]
         out[f"{dataset}.md"] = "\n".join(lines)
     return out

@@ -1,6 +1,6 @@
 """The GPU fast path (CUDA graphs) against the eager loops, side by side in one run, on one CUDA device.
 
-Per (model, batch): PGD-20 L-inf -- a minimal eager loop (``pgd_throughput.eager_pgd``), the suite's PGD core
+Per (model, batch): PGD-20 L-inf -- a minimal eager loop (``gpu_speed.eager_pgd``), the suite's PGD core
 with ``BENCH_CUDA_GRAPHS=0`` and with graphs -- and PGD-20 L2 eager vs graphs; APGD-CE (100 steps) -- the suite's
 early-exit form, its fixed-shape form run eagerly, ``apgd`` (the graph or the early exit, whichever it measured
 faster) and torchattacks' ``APGD``. Outcomes (misclassified or not) are compared between the eager and the
@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_attacks.image_robustness._apgd import apgd, apgd_run, apgd_run_fixed
 from bench_attacks.image_robustness._common import random_start
-from pgd_throughput import eager_pgd
+from gpu_speed import eager_pgd
 
 from bench.tracks.image_robustness import cuda_graphs
 from bench.tracks.image_robustness.adversarial import pgd

@@ -12,16 +12,18 @@ python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q --no-ind
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .
 export PYTHONPATH=/tmp/site BENCH_DATA="$PWD/.data" BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-# SETUP_ONLY=1: install and stop (for callers that run several `bench run` lanes side by side on one GPU).
+# SETUP_ONLY=1: install and stop (for callers that run their own commands, e.g. benchmarks/gpu_speed.py --suites).
 [ -z "${SETUP_ONLY:-}" ] || exit 0
-[ -n "${SKIP_BENCH:-}" ] || python3 benchmarks/pgd_throughput.py --device cuda --repeats 11 --json "$OUT/pgd_gpu.json" || true
-# SUITES: the suites to run in order (default: the image grid); BENCH_TIMEOUT bounds them all together.
+[ -n "${SKIP_BENCH:-}" ] || python3 benchmarks/gpu_speed.py --json "$OUT/gpu_speed.json" || true
+# SUITES: the suites to run in order (default: the image grid); BENCH_TIMEOUT bounds them all together. Each
+# suite runs as lanes on the GPU (bench's default with CUDA: --jobs auto); JOBS=N fixes the number of lanes.
 end=$(( $(date +%s) + ${BENCH_TIMEOUT:-480} ))
 for suite in ${SUITES:-full}; do
   left=$(( end - $(date +%s) ))
   [ "$left" -gt 10 ] || { echo "no time left for suite $suite"; break; }
   echo "== suite $suite ($left s left)"
-  timeout "$left" python3 -m bench.cli --results leaderboards run --suite "$suite" --device cuda "$@"
+  timeout "$left" python3 -m bench.cli --results leaderboards run --suite "$suite" --device cuda \
+      ${JOBS:+--jobs "$JOBS"} "$@"
   echo "bench exit ($suite): $?"
 done
 # Records, logs and small artifacts come back; trained models stay (set KEEP_CACHE=1 to bring them too).

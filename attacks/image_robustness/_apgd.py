@@ -186,8 +186,6 @@ def apgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: 
     # results are dropped), so a few captured shapes serve every batch.
     n = len(x)
     size = 1 << (n - 1).bit_length()
-    inputs = {"x": x, "y": y, "x0": x0} if target is None else {"x": x, "y": y, "x0": x0, "t": target}
-    inputs = {k: torch.cat([v, v[:1].expand(size - n, *v.shape[1:])]) for k, v in inputs.items()}
     key = ("apgd", norm, loss, eps, steps, rho, tuple(bounds))
 
     def body(t):
@@ -195,6 +193,8 @@ def apgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: 
                                                target=t.get("t"), rho=rho)  # graph outputs, read after each replay
 
     def graphed():
+        inputs = {"x": x, "y": y, "x0": x0} if target is None else {"x": x, "y": y, "x0": x0, "t": target}
+        inputs = {k: torch.cat([v, v[:1].expand(size - n, *v.shape[1:])]) for k, v in inputs.items()}
         out = cuda_graphs.run(model, key, inputs, body)
         return None if out is None else (out["adv"][:n].clone(), out["fooled"][:n].clone())
 

@@ -13,6 +13,7 @@ from bench.plugins import Splits
 from bench.tracks.image_robustness import TRACK
 from bench.tracks.image_robustness.training import ClassifierDefense, OptimParams
 from bench_defenses.image_robustness.ard import DISTILLATION_PROFILES, teacher_overrides
+from bench_defenses.image_robustness.teachers import TEACHER_OF
 
 ADV, NAT = 0, 1  # index of the robust (adversarial) and the clean (natural) teacher in weights/temperatures
 
@@ -21,8 +22,8 @@ ADV, NAT = 0, 1  # index of the robust (adversarial) and the clean (natural) tea
 class MTARDParams(OptimParams):
     schedule: Literal["step"] = "step"  # lr x decay at the paper's fractions of training (``milestones``)
     robust_teacher: Literal["pgd-at", "trades"] = "pgd-at"
-    teacher_width: int = 2  # the robust teacher is wider than the student
-    teacher_epochs: int | None = None  # None: the robust teacher's own profile
+    teacher_width: int | None = None  # None: the teacher defenses' own (2x the student's; ``teachers.py``)
+    teacher_epochs: int | None = None  # None: the teachers' own profile (their full budget there)
     weight_balance: bool = True  # Normalization Loss Balance of the two loss weights
     temperature_balance: bool = True  # Entropy-Based Balance (TPAMI); False = the ECCV variant (tau = 1)
     eta_w: float = 0.025
@@ -94,8 +95,8 @@ class Balance:
 
 
 class MTARD(ClassifierDefense):
-    """A student distilled from two frozen teachers: the clean teacher T_n (the ``standard`` defense's model) on
-    clean inputs and the robust teacher T_a (``pgd-at`` or ``trades``, ``teacher_width`` times wider) on PGD
+    """A student distilled from two frozen teachers: the clean teacher T_n (``standard-teacher``) on clean
+    inputs and the robust teacher T_a (``pgd-at-teacher`` or ``trades-teacher``) on PGD
     examples x' crafted against the student. Loss w_adv * KL(softmax(T_a(x')/tau_adv) || softmax(S(x'))) +
     w_nat * KL(softmax(T_n(x)/tau_nat) || softmax(S(x))), KL averaged over all elements; after every step the
     weights follow the Normalization Loss Balance and the temperatures the Entropy-Based Balance (see
@@ -103,16 +104,17 @@ class MTARD(ClassifierDefense):
     and eta_tau are multiplied by 0.1 at 215/300, 260/300 and 285/300 of training, as the paper.
 
     Threat model: Linf, eps = the dataset's first budget unless set. Teachers come from the runner's cache
-    (trained first, visibly, if missing); MTARD never trains them. The robust teacher is ``teacher_width`` (2)
-    times wider than the student (1 in the quick profile). The per-epoch weights and temperatures are
+    (trained first, visibly, if missing); MTARD never trains them. Both teachers are larger than the student
+    (twice its width, ``teachers.py``) and trained at their base defense's full budget of the profile (full:
+    20 epochs), and each is a row of its own in the MTARD table (clean and robust), so the table shows whether
+    they are stronger than the student. The per-epoch weights and temperatures are
     in the model's training history and, with a plot, in ``mtard_balance.json``/``.png`` in the run's artifacts.
     Defaults: w = 0.5/0.5, tau = 1 initially, eta_w 0.025, eta_tau 0.001, tau in [1, 10] (paper); inner PGD
     from x + 0.001*N(0,1) with the student in eval mode; the shared small CNN student (cnn-small; cnn in full),
-    the same architecture as the standard and pgd-at rows; Adam 1e-3; quick: 5 epochs, batch 128, 5 PGD steps
-    of 2.5*eps/5 (pgd-at's budget); full: 10 epochs, batch 256, 10 steps.
-    Departures from the paper: the quick profile's robust teacher is the cached pgd-at row's model (the same
-    architecture as the student, not wider: CPU budget); Adam 1e-3 instead of SGD 0.1 (momentum 0.9, wd 2e-4)
-    and 5-10 epochs instead of 300 (the decay fractions are kept, applied per step); teachers are a standard
+    the same architecture as the standard and pgd-at rows; Adam 1e-3, batch 128; pgd-at's budget in every
+    profile (quick: 5 epochs, 5 PGD steps of 2.5*eps/5; full: 20 epochs, 10 steps), as every row of the table.
+    Departures from the paper: Adam 1e-3 instead of SGD 0.1 (momentum 0.9, wd 2e-4)
+    and 5-20 epochs instead of 300 (the decay fractions are kept, applied per step); teachers are a standard
     CNN and a wider PGD-trained CNN instead of ResNet-56 and a TRADES WideResNet-34-10; the inner attack uses
     pgd-at's step rule (the Fashion-MNIST adaptation in our notes takes 10 steps of 0.01: ``--set
     mtard.steps=10 --set mtard.rel_step=1``).
@@ -120,14 +122,13 @@ class MTARD(ClassifierDefense):
 
     track = TRACK
     Params = MTARDParams
-    # quick: the cached pgd-at row's model as the teacher (a 2x wider one costs ~4x pgd-at on these CPUs)
     profiles = DISTILLATION_PROFILES
 
 
     def fit(self, model, data: Splits, ctx) -> None:
         p = self.params
-        clean_teacher = ctx.model_of("standard")
-        robust_teacher = ctx.model_of(p.robust_teacher, **teacher_overrides(p))
+        clean_teacher = ctx.model_of(TEACHER_OF["standard"], **teacher_overrides(p))
+        robust_teacher = ctx.model_of(TEACHER_OF[p.robust_teacher], **teacher_overrides(p))
         eps = p.eps if p.eps is not None else ctx.epsilons["linf"][0]
         step = p.rel_step * eps / p.steps
         model.to(ctx.device)

@@ -47,6 +47,8 @@ def test_track_declares_its_contract_and_suites(name):
         assert name in (plugin.tracks if kind == "dataset" else plugin.all_tracks())
     for suite, grid in track.suites.items():
         assert {"defenses", "attacks", "datasets", "seeds", "profile"} <= set(grid), suite
+        if grid["profile"] == "full":  # a t interval over seeds: at least 3 seeds in every full row (issue 22)
+            assert len(set(grid["seeds"])) >= 3, f"{suite}: a full suite runs seeds (0, 1, 2), not {grid['seeds']}"
         for kind, names in (("defense", grid["defenses"]), ("attack", grid["attacks"]), ("dataset", grid["datasets"])):
             for plugin in names:
                 REGISTRY.entry(kind, plugin)  # raises for an unknown name

@@ -142,3 +142,91 @@ def test_jobs_auto_takes_one_lane_per_core_on_the_cpu_and_sizes_gpu_lanes_by_mem
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (int(3.5 * 2**30), 80 * 2**30))
     assert executors.auto_lanes(types.SimpleNamespace(), the_plan, pending, ["0"]) == 3
+
+
+def test_the_gpu_lane_rule_is_memory_over_lane_peak_capped_at_8_a_gpu_the_models_and_the_cores():
+    from bench.executors import MAX_LANES_PER_GPU, choose_lanes, lane_memory_bytes
+
+    gib = 2**30
+    cnn = 4 * 450_000  # the suite's cnn: ~0.45 M float32 parameters, so a lane is ~1.1 GiB
+    assert lane_memory_bytes(cnn) == gib + 64 * cnn
+    assert choose_lanes([int(5.5 * gib)], cnn, models=20, cores=16) == 4  # memory decides
+    assert choose_lanes([139 * gib], cnn, models=20, cores=16) == MAX_LANES_PER_GPU == 8  # the cap a GPU
+    assert choose_lanes([139 * gib, 139 * gib], cnn, models=20, cores=32) == 16  # two GPUs, 8 each
+    assert choose_lanes([139 * gib], cnn, models=3, cores=16) == 3  # no more lanes than model jobs
+    assert choose_lanes([139 * gib], cnn, models=20, cores=2) == 2  # nor than cores
+    resnet18 = 4 * 11_200_000  # ~45 MB of weights: 1 GiB + 2.7 GiB a lane
+    assert choose_lanes([10 * gib], resnet18, models=20, cores=16) == 2
+    assert choose_lanes([gib // 2], cnn, models=20, cores=16) == 1  # a full GPU still runs, in one lane
+
+
+def test_jobs_default_to_1_on_the_cpu_and_to_auto_with_cuda():
+    from bench.cli import default_jobs
+
+    assert default_jobs(None, "cpu") == 1  # CPU runs unchanged: sequential, in this process
+    assert default_jobs(None, "auto") == 1  # the same processes whatever the machine has
+    assert default_jobs(None, "cuda") == "auto"
+    assert default_jobs(None, "cuda", sequential_only=True) == 1  # --no-budget-cap needs one process
+    assert default_jobs(3, "cuda") == 3 and default_jobs(1, "cuda") == 1 and default_jobs("auto", "cpu") == "auto"
+
+
+def test_auto_with_one_lane_runs_in_this_process_with_the_sequential_records(tmp_path, capfd):
+    from plugins_for_tests import EXTRA
+
+    extra, registry = registry_with(EXTRA)
+    sel = grid(("standard",), ("fgsm",))  # one model job: one lane
+    sequential = Runner(registry, tmp_path / "seq", device="cpu")
+    assert sequential.execute(plan(registry, sel)) == 0
+    capfd.readouterr()
+    lanes = Runner(registry, tmp_path / "auto", device="cpu")
+    assert run_parallel(lanes, sel, plan(registry, sel), jobs="auto", extra=extra) == 0
+    assert "worker process" not in capfd.readouterr().out
+    assert comparable(tmp_path / "auto") == comparable(tmp_path / "seq")
+    assert [r["status"] for r in lanes.summary] == ["ok"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_lanes_by_default_give_the_sequential_records(cli, tmp_path):
+    """`bench run --device cuda` (lanes chosen automatically) against `--jobs 1`: same cells, keys and statuses;
+    metrics equal up to cuDNN's run-to-run float differences in training (not made deterministic)."""
+    args = ("run", "--defense", "standard", "pgd-at", "--attack", "fgsm", "pgd-linf", "--dataset", "uci-digits",
+            "--profile", "smoke", "--device", "cuda")
+    code, out, _ = cli("--results", tmp_path / "lanes", *args)
+    assert code == 0 and "worker process(es) (lanes on GPU" in out
+    assert cli("--results", tmp_path / "seq", *args, "--jobs", "1")[0] == 0
+    lanes, seq = comparable(tmp_path / "lanes"), comparable(tmp_path / "seq")
+    assert lanes.keys() == seq.keys() and len(seq) == 4
+    for path, record in seq.items():
+        assert {k: lanes[path][k] for k in ("key", "config_id", "status")} == \
+            {k: record[k] for k in ("key", "config_id", "status")}
+        for ours, theirs in zip(lanes[path]["metrics"], record["metrics"]):
+            assert ours["name"] == theirs["name"] and abs(ours["value"] - theirs["value"]) <= 0.02
+
+
+def test_bench_run_on_cuda_takes_lanes_by_default_and_the_cpu_stays_sequential(cli, tmp_path, monkeypatch):
+    """The CLI's wiring, on a machine without a GPU: CUDA is faked as present, and the executors are stubbed
+    (nothing runs), so what is checked is which path `bench run` takes with which --jobs."""
+    import torch
+
+    from bench import executors
+    from bench.runner import Runner
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(executors, "run_parallel", lambda runner, sel, the_plan, jobs, extra=None:
+                        calls.append((runner.device.type, jobs)) or 0)
+    monkeypatch.setattr(Runner, "execute", lambda self, the_plan: calls.append((self.device.type, "in-process")) or 0)
+    base = ("--results", tmp_path, "run", "--defense", "standard", "--attack", "fgsm", "--dataset", "uci-digits",
+            "--profile", "smoke")
+    for extra, expected in ((("--device", "cuda"), ("cuda", "auto")),
+                            (("--device", "cuda", "--jobs", "3"), ("cuda", 3)),
+                            (("--device", "cuda", "--jobs", "1"), ("cuda", "in-process")),
+                            (("--device", "cuda", "--no-budget-cap"), ("cuda", "in-process")),
+                            (("--device", "cpu"), ("cpu", "in-process")),
+                            ((), ("cuda", "in-process")),  # --device auto, resolved to the (faked) GPU
+                            (("--device", "cpu", "--jobs", "2"), ("cpu", 2))):
+        calls.clear()
+        code, _, err = cli(*base, *extra)
+        assert code == 0, err
+        assert calls == [expected], extra

@@ -1,4 +1,6 @@
-"""Statistics of the concept-erasure track, on per-case outcomes (numpy only: the tables use them too).
+"""Statistics of the concept-erasure track, on per-case outcomes (numpy only: the tables use them too). The
+Wilson interval and McNemar's test are the framework's (``bench.stats``); what is specific here is the prompt
+clustering.
 
 A cell's outcomes form an array ``(erasure seeds, prompts, sampling seeds)`` of 0/1: the generations of one
 prompt share its wording, so they are correlated (a cluster), and one erasure seed is one trained model.
@@ -20,19 +22,7 @@ import math
 
 import numpy as np
 
-Z95 = 1.959964
-BOOTSTRAP = 2000
-SEED = 20240601
-
-
-def wilson(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval for a binomial proportion (95% by default); ``n`` may be fractional."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(max(0.0, p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+from bench.stats import BOOTSTRAP, SEED, mcnemar, wilson  # noqa: F401 (shared; wilson re-exported for the track)
 
 
 def as_cells(outcomes: str | list[str], cluster_size: int) -> np.ndarray:
@@ -81,17 +71,6 @@ def interval(cells: np.ndarray, draws: int = BOOTSTRAP) -> dict:
     w_low, w_high = wilson(value * n / deff, n / deff)
     return {"value": value, "ci_low": min(b_low, w_low), "ci_high": max(b_high, w_high), "wilson_low": w_low,
             "wilson_high": w_high, "boot_low": b_low, "boot_high": b_high, "deff": deff}
-
-
-def mcnemar(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact two-sided McNemar p-value of paired 0/1 outcomes (binomial test on the discordant pairs)."""
-    up, down = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
-    n = up + down
-    if n == 0:
-        return 1.0
-    k = min(up, down)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return float(min(1.0, 2 * tail))
 
 
 def paired(a: np.ndarray, b: np.ndarray, draws: int = BOOTSTRAP) -> dict:

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from bench.tables import (
     GENERATED,
+    budget,
     by_dataset,
     dedupe,
     md_row,
     provenance,
+    stats_footer,
     variant,
     variant_labels,
 )
@@ -29,6 +31,7 @@ from bench.tables import (
 FIRST = ("none",)
 ATTACK_ORDER = ("unlearndiffatk", "soft-prompt", "concept-inversion")
 PROBES = ("soft-prompt", "concept-inversion")  # upper-bound probes (no user can type them), named as such
+REFERENCE = "esd"  # AdvUnlearn's baseline: its comparison is in the paired table (every pair of methods)
 JUNK_ORDER = ("uniform-noise", "gaussian-noise", "blank", "blob", "blurred-noise", "stripes")
 
 
@@ -65,7 +68,8 @@ def _rows(records: list[dict]):
     # One row per defense variant: a name run with several parameter sets gets "name [k=v]" labels.
     labels = variant_labels({variant(r["defense"]) for r in records})
     for r in records:
-        row = raw.setdefault(labels[variant(r["defense"])], {"time": [], "pictures": [], "seeds": set()})
+        row = raw.setdefault(labels[variant(r["defense"])], {"time": [], "pictures": [], "seeds": set(),
+                                                              "params": r["defense"].get("params") or {}})
         row["seeds"].add(r["seed"])
         name, ms = r["attack"]["name"], r["metrics"]
         if name == "concept-prompts":
@@ -86,7 +90,7 @@ def _rows(records: list[dict]):
     rows = {}
     for d, row in raw.items():
         out = {"time": statistics.fmean(row["time"]) if row["time"] else None, "pictures": row["pictures"],
-               "seeds": sorted(row["seeds"])}
+               "seeds": sorted(row["seeds"]), "params": row["params"]}
         for column in ("pre", "pre_par", "retain", "off_concept", *attacks):
             out[column] = _pooled(row.get(column, []))
         fr = [m for m in row.get("frechet", []) if m]
@@ -204,8 +208,8 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
             none_row = next((rows[d] for d in order if d.split(" [")[0] in FIRST), None)
             md += [f"## {profile} profile", "", judge_line(judge, none_row), "",
                    md_row(["Method", "Seeds"] + [HEAD.get(c, f"ASR {c}") for c in columns]
-                          + ["Retained acc", "Frechet (floor)", "Time (s)"]),
-                   md_row(["---"] + ["---:"] * (4 + len(columns)))]
+                          + ["Retained acc", "Frechet (floor)", "Budget", "Time (s)"]),
+                   md_row(["---"] + ["---:"] * (5 + len(columns)))]
             pictures = []
             for d in order:
                 row = rows[d]
@@ -213,7 +217,7 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
                 md.append(md_row(
                     [d, ", ".join(map(str, row["seeds"]))] + [_rate(row.get(c)) for c in columns]
                     + [_rate(row.get("retain")), f"{fr['distance']:.1f} ({fr['floor']:.1f})" if fr else "-",
-                       "-" if row["time"] is None else f"{row['time']:.0f}"]))
+                       budget(row["params"], None), "-" if row["time"] is None else f"{row['time']:.0f}"]))
                 for column in [*columns, "retain", "off_concept"]:
                     m = row.get(column)
                     if m:
@@ -244,7 +248,9 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
                        f"images.",
                    "", "Pictures (each image with the judge's verdict under it; rows: prompts; original model | "
                        "this model | best candidate): " + ", ".join(pictures) if pictures else "", "",
-                   provenance(recs), ""]
+                   stats_footer(REFERENCE, "paired cluster bootstrap and McNemar, the paired table above") + " In "
+                   "this track rates are pooled over the erasure seeds with the clustered interval described at "
+                   "the top (Seeds lists them), not mean ± std.", "", provenance(recs), ""]
         out[f"{dataset}.md"] = "\n".join(md)
         out[f"{dataset}.csv"] = buf.getvalue()
     return out

@@ -19,7 +19,7 @@ class DomainShift(Track):
                          "seeds": (0, 1, 2), "profile": "quick"},
         # On a GPU the same models also enter the image-robustness grid (on the shared CPUs PGD cost ~90 s a model).
         "domain-full": {"defenses": DEFENSES, "attacks": ("domain-accuracy", "pgd-linf"), "datasets": DATASETS,
-                        "seeds": (0, 1), "profile": "full"},
+                        "seeds": (0, 1, 2), "profile": "full"},
     }
     contract = {"dataset": "digits-dg", "defense": "erm", "inputs": "tensors"}
     summary_metrics = ("accuracy [average]", "robust_acc")

@@ -1,5 +1,7 @@
 """The domain-shift track's leaderboard, in DomainBed's shape: per dataset and profile, rows are methods,
-columns the source test accuracy, each target domain and their average, mean ± standard error over seeds.
+columns the source test accuracy, each target domain and their average, mean ± sample std over seeds (the
+framework's meaning of ±, ``tables.stats_footer``), the 95 % interval of the average and its paired difference
+from ERM.
 ``figures`` adds a grid of sample images per domain (``<dataset>-domains.png``)."""
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from bench.tables import GENERATED, by_dataset, dedupe, md_row, profile_key, provenance
+from bench import stats as bench_stats
+from bench.tables import (GENERATED, budget, by_dataset, ci, dedupe, fmt, md_row, profile_key, provenance,
+                          stats_footer, train_seconds, vs_reference)
 
 METHOD_ORDER = ("erm", "dsu", "mixstyle", "advstyle-noise", "advstyle")
+REFERENCE = "erm"  # every method's paired comparison is against ERM (AdvStyle's baseline)
 AVERAGE = "average"
 
 # How each benchmark differs from the protocol papers use (a property of the benchmark, stated once here).
@@ -29,15 +34,8 @@ PROTOCOL = {
 }
 
 
-def _se(values: list[float]) -> float:
-    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
-
-
-def _fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean = 100 * statistics.fmean(values)
-    return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {100 * _se(values):.1f}"
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _label(records: list[dict]) -> dict[str, str]:
@@ -57,14 +55,16 @@ def _label(records: list[dict]) -> dict[str, str]:
 
 
 def _section(records: list[dict]):
-    """(domains in order, rows {label: {column: [value per seed]}}, train seconds per label, notes)."""
+    """(domains in order, rows {label: {column: [value per seed]}}, records per label, notes, per-seed values
+    {label: {column: {seed: value}}}, n of each column)."""
     labels = _label(records)
-    domains, notes = [], {}
+    domains, notes, n = [], {}, {}
     rows: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    train: dict[str, list[float]] = defaultdict(list)
+    by_seed: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    recs: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         row = rows[labels[r["key"]]]
-        train[labels[r["key"]]].append((r.get("timings") or {}).get("train_s", 0.0))
+        recs[labels[r["key"]]].append(r)
         for m in r["metrics"]:
             column = "source" if m["name"] == "clean_acc" else m.get("domain")
             if column is None:
@@ -73,12 +73,14 @@ def _section(records: list[dict]):
                 domains.append(column)
                 notes[column] = m.get("definition", "")
             row[column].append(m["value"])
+            by_seed[labels[r["key"]]][column][r["seed"]] = m["value"]
+            n[column] = m["n"]
 
     def order(label: str) -> tuple:
         base = label.split(" [")[0]
         return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), label)
 
-    return domains, {k: rows[k] for k in sorted(rows, key=order)}, train, notes
+    return domains, {k: rows[k] for k in sorted(rows, key=order)}, recs, notes, by_seed, n
 
 
 def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
@@ -88,7 +90,7 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
               GENERATED, "",
               "Single-source domain generalisation: train on the source domain, select the epoch on held-out "
               "source data, report top-1 accuracy (%) on the source test set and on each unseen target domain, "
-              "and the unweighted average over targets; mean ± standard error over seeds.", ""]
+              "and the unweighted average over targets; mean ± sample std over seeds.", ""]
         if dataset in PROTOCOL:
             md += [PROTOCOL[dataset], ""]
         md += [f"![samples per domain]({dataset}-domains.png)", ""]
@@ -96,22 +98,36 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
         writer = csv.writer(buf, lineterminator="\n")
         for profile in profiles:
             recs = dedupe(profiles[profile])  # per dataset and profile: dedupe's key has neither
-            domains, rows, train, notes = _section(recs)
+            domains, rows, by_label, notes, by_seed, n = _section(recs)
             columns = ["source", *domains, AVERAGE]
+            ref = by_seed[REFERENCE][AVERAGE] if REFERENCE in rows else None
             md += [f"## {profile} profile", "",
-                   md_row(["Method", "Seeds", "Source", *domains, "Avg", "Train (s)"]),
-                   md_row(["---", "---:"] + ["---:"] * (len(columns) + 1))]
-            writer.writerow(["profile", "method", "seeds", *[f"{c}{s}" for c in columns for s in ("", "_se")],
-                             "train_s"])
+                   md_row(["Method", "Seeds", "Source", *domains, "Avg", "95 % CI (Avg)",
+                           *([f"vs {REFERENCE} (Avg)"] if ref else []), "Budget", "Train (s)"]),
+                   md_row(["---", "---:"] + ["---:"] * (len(columns) + 3 + bool(ref)))]
+            writer.writerow(["profile", "method", "seeds", *[f"{c}{s}" for c in columns for s in ("", "_std")],
+                             "average_ci_low", "average_ci_high", "average_ci_method", "vs_reference_diff",
+                             "vs_reference_low", "vs_reference_high", "vs_reference_p", "budget", "train_s"])
             for label, cells in rows.items():
                 seeds = max(len(v) for v in cells.values())
-                md.append(md_row([label, str(seeds), *[_fmt(cells.get(c, [])) for c in columns],
-                                  f"{statistics.fmean(train[label]):.0f}"]))
-                stats = [f"{x:.6f}" for c in columns for x in
-                         ((statistics.fmean(cells[c]), _se(cells[c])) if cells.get(c) else (float("nan"),) * 2)]
-                writer.writerow([profile, label, seeds, *stats, f"{statistics.fmean(train[label]):.3f}"])
+                train_s = train_seconds(by_label[label]) or 0.0
+                params = by_label[label][0]["defense"].get("params") or {}
+                own = by_seed[label][AVERAGE]
+                paired = [vs_reference(own, ref)] if ref else []
+                md.append(md_row([label, str(seeds), *[fmt(cells.get(c, [])) for c in columns],
+                                  ci(cells.get(AVERAGE, []), n.get(AVERAGE)), *paired, budget(params, None),
+                                  f"{train_s:.0f}"]))
+                means = [f"{x:.6f}" for c in columns for x in
+                         ((statistics.fmean(cells[c]), _std(cells[c])) if cells.get(c) else (float("nan"),) * 2)]
+                interval = bench_stats.interval(cells.get(AVERAGE, []), n.get(AVERAGE))
+                diff = bench_stats.paired_seeds(own, ref) if ref and own is not ref else None
+                writer.writerow([profile, label, seeds, *means,
+                                 *([f"{interval['low']:.6f}", f"{interval['high']:.6f}", interval["method"]]
+                                   if interval else ["", "", ""]),
+                                 *([f"{diff[k]:.6f}" for k in ("diff", "low", "high", "p")] if diff else [""] * 4),
+                                 budget(params, None), f"{train_s:.3f}"])
             md += ["", "Target domains:", ""] + [f"- `{d}`: {notes[d]}" for d in domains]
-            md += ["", provenance(recs), ""]
+            md += ["", stats_footer(REFERENCE), "", provenance(recs), ""]
         out[f"{dataset}.md"] = "\n".join(md)
         out[f"{dataset}.csv"] = buf.getvalue()
     return out

@@ -1,7 +1,7 @@
 """The shared PGD core: used by the ``pgd-*`` and ``fgsm``-style attack plugins and by adversarial training.
 
 Speed is a measured target. On the CPU the loop body is exactly the minimal loop (within 10% of a minimal
-eager PGD loop; ``benchmarks/pgd_throughput.py``): one forward, one ``autograd.grad`` w.r.t. the input only (no
+eager PGD loop; ``benchmarks/gpu_speed.py --device cpu``): one forward, one ``autograd.grad`` w.r.t. the input only (no
 parameter gradients), one step, one projection; no ``.item()``, no host syncs, no mode switches (callers pass
 models in the mode they want: eval for attacks). On a GPU, for a model in eval mode, the same loop is captured
 once per batch shape as one CUDA graph and replayed (``cuda_graphs``): small models are launch-bound there.

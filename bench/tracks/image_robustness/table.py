@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UsageError
-from bench.tables import GENERATED, by_dataset, canon, dedupe, fmt, md_row, provenance, variant, variant_labels
+from bench import stats
+from bench.records import unpack_bits
+from bench.tables import (GENERATED, budget, by_dataset, canon, ci, dedupe, fmt, md_row, provenance, stats_footer,
+                          variant, variant_labels)
 
 SHOWN = ("ok", "not_certifiable", "failed")
 WORST_CASE = ("worst-case", "worst-case-l2")  # their columns come right after Clean: the headline number
@@ -20,6 +23,8 @@ CURVE_MIN_EPS = 3  # an attack with robust_acc at this many eps is a curve (swee
 MARK = "†"
 MASKED = "⚑"  # the record carries gradient-masking flags (listed in the Flags column)
 TABLE_SUFFIXES = (".md", ".csv")
+# The reference method each row is compared with (paired, issue 22): the first of these the section has.
+REFERENCES = ("pgd-at", "erm")
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class Row:
     not_certifiable: set = field(default_factory=set)  # columns whose certifier could not handle the model
     failed: set = field(default_factory=set)  # attacks (labels) whose last run on this row failed
     masking: dict = field(default_factory=dict)  # column -> gradient-masking flags of its records
+    by_seed: dict = field(default_factory=dict)  # column (None: clean) -> {seed: value}
+    outcomes: dict = field(default_factory=dict)  # column -> {seed: per-example robust bools}, where recorded
 
 
 @dataclass
@@ -89,6 +96,8 @@ def _row(label: str, records: list[dict], attack_labels: dict, dataset: str, hea
         by_seed[r["seed"]].append(r)
     clean, train, evals, n = [], [], [], set()
     cells, flagged, not_certifiable, masking = defaultdict(list), set(), set(), {}
+    by_seed_cells: dict = defaultdict(dict)
+    outcomes: dict = defaultdict(dict)
     curves: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for seed in sorted(by_seed):
         recs = by_seed[seed]
@@ -96,6 +105,7 @@ def _row(label: str, records: list[dict], attack_labels: dict, dataset: str, hea
         values = [m["value"] for r in recs for m in r["metrics"] if m["name"] == "clean_acc"]
         if values:
             clean.append(statistics.fmean(values))
+            by_seed_cells[None][seed] = clean[-1]
         train.append(max((r.get("timings") or {}).get("train_s", 0.0) for r in recs))
         evals.append(sum((r.get("timings") or {}).get("eval_s", 0.0) for r in recs))
         for r in recs:
@@ -118,6 +128,11 @@ def _row(label: str, records: list[dict], attack_labels: dict, dataset: str, hea
                 if _is_headline(headline, dataset, m.get("norm") or r["attack"].get("norm"), eps):
                     column = Column(attack, r["attack"]["name"], eps, verified)
                     cells[column].append(m["value"])
+                    by_seed_cells[column][seed] = m["value"]
+                    entry = next((e for e in r.get("per_example") or () if abs(e["eps"] - m["eps"]) <= 1e-9
+                                  and e["definition"] == r["attack"].get("definition")), None)
+                    if entry is not None and not verified:
+                        outcomes[column][seed] = unpack_bits(entry)
                     if violated:
                         flagged.add(column)
                     if flags:
@@ -130,7 +145,8 @@ def _row(label: str, records: list[dict], attack_labels: dict, dataset: str, hea
         paper.append((column, value, source))
     return Row(label, name, records[0]["defense"].get("params") or {}, len(by_seed), clean, dict(cells),
                flagged, {a: dict(pts) for a, pts in curves.items()}, statistics.fmean(train),
-               statistics.fmean(evals), sorted(n), paper, not_certifiable, masking=masking)
+               statistics.fmean(evals), sorted(n), paper, not_certifiable, masking=masking,
+               by_seed=dict(by_seed_cells), outcomes=dict(outcomes))
 
 
 def _row_order(columns: list[Column]):
@@ -223,24 +239,62 @@ def _flags(row: Row) -> str:
     return ", ".join(sorted({f.split("@")[0] for flags in row.masking.values() for f in flags}))
 
 
+def headline(section: Section) -> Column | None:
+    """The column the CI and the paired comparison are about: the first (the worst case, where there is one)."""
+    return next((c for c in section.columns if not c.verified), None)
+
+
+def reference(section: Section) -> Row | None:
+    return next((row for name in REFERENCES for row in section.rows if row.label == name), None)
+
+
+def compare(row: Row, ref: Row | None, column: Column | None) -> dict | None:
+    """Row minus reference on ``column`` (None: clean): McNemar over examples where both rows recorded
+    per-example outcomes on the same seeds, else a paired t over the common seeds."""
+    if ref is None or row is ref:
+        return None
+    a, b = row.outcomes.get(column, {}), ref.outcomes.get(column, {})
+    seeds = sorted(set(a) & set(b))
+    if seeds and seeds == sorted(row.by_seed.get(column, {})) and all(len(a[s]) == len(b[s]) for s in seeds):
+        return stats.paired_outcomes([a[s] for s in seeds], [b[s] for s in seeds])
+    return stats.paired_seeds(row.by_seed.get(column, {}), ref.by_seed.get(column, {}))
+
+
+def _budget(row: Row) -> str:
+    return budget(row.params, None)
+
+
 def render_markdown(table: Table) -> str:
     out = [f"# {table.dataset} ({table.track})", "", GENERATED, ""]
     for s in table.sections:
-        head = ["Defense", "Clean", *(c.label for c in s.columns), "Train (s)", "Eval (s)", "Seeds", "Flags",
-                "Reported"]
+        main, ref = headline(s), reference(s)
+        about = main.label if main else "Clean"
+        head = ["Defense", "Clean", *(c.label for c in s.columns), f"95 % CI ({about})",
+                *([f"vs {ref.label} ({about})"] if ref else []), "Budget", "Train (s)", "Eval (s)", "Seeds",
+                "Flags", "Reported"]
         out += [f"## {s.profile} profile", "", md_row(head),
                 "| --- | " + "---: | " * (len(head) - 2) + "--- |"]
         for row in s.rows:
             robust = ["n/c" if c in row.not_certifiable else "failed" if c.attack in row.failed and not row.cells.get(c)
                       else fmt(row.cells.get(c, [])) + (MARK if c in row.flagged else "")
                       + (MASKED if c in row.masking else "") for c in s.columns]
-            out.append(md_row([row.label, fmt(row.clean), *robust, f"{row.train_s:.1f}", f"{row.eval_s:.1f}",
-                                str(row.seeds), _flags(row), _reported(row, percent=True)]))
+            n_main = min(row.n) if row.n else None
+            interval = ci(row.cells.get(main, []) if main else row.clean, n_main)
+            paired = [stats.format_paired(compare(row, ref, main))] if ref else []
+            out.append(md_row([row.label, fmt(row.clean), *robust, interval, *paired, _budget(row),
+                               f"{row.train_s:.1f}", f"{row.eval_s:.1f}", str(row.seeds), _flags(row),
+                               _reported(row, percent=True)]))
         n = sorted({k for row in s.rows for k in row.n})
         out += ["", f"n = {' / '.join(map(str, n))} test examples; accuracy in %, mean ± sample std over seeds "
                     "where there are several; robust columns are `attack @ eps`; `(verified)` columns are "
                     "certified lower bounds (n/c: the certifier cannot handle the model); Reported = published "
-                    "numbers, not ours.", "", provenance(s.records)]
+                    "numbers, not ours.", "",
+                stats_footer(ref.label if ref else None,
+                             "McNemar over the examples where per-example outcomes are recorded, else paired t "
+                             "over the common seeds"), "", provenance(s.records)]
+        if len({_budget(row) for row in s.rows}) > 1:  # e.g. mnist-5k: lirpa's batch floor vs standard's epochs
+            out += ["", "Budgets differ between rows (Budget, Train (s)): part of a gap between such rows is a "
+                        "budget effect, not the method's."]
         clipped = sum((r.get("threat_model") or {}).get("violations") or 0 for r in s.records)
         if clipped:
             out += ["", f"{MARK} An attack returned perturbations outside the threat model ({clipped} examples "
@@ -261,11 +315,23 @@ def render_csv(table: Table) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["profile", "defense", "params", "seeds", "clean_acc_mean", "clean_acc_std",
                      *(f"{c.key}_{x}" for c in columns for x in ("mean", "std")),
+                     "headline", "ci_low", "ci_high", "ci_method", "reference", "vs_reference_diff",
+                     "vs_reference_low", "vs_reference_high", "vs_reference_p", "vs_reference_test", "budget",
                      "train_s", "eval_s", "n", "reported", "clipped", "masking_flags"])
     for s in table.sections:
+        main, ref = headline(s), reference(s)
         for row in s.rows:
             robust = [v for c in columns for v in _frac(row.cells.get(c, []))]
+            interval = stats.interval(row.cells.get(main, []) if main else row.clean, min(row.n) if row.n else None)
+            paired = compare(row, ref, main)
+            summary = [main.key if main else "clean_acc",
+                       *([f"{interval['low']:.6f}", f"{interval['high']:.6f}", interval["method"]] if interval
+                         else ["", "", ""]),
+                       ref.label if ref else "",
+                       *([f"{paired[k]:.6f}" for k in ("diff", "low", "high", "p")] + [paired["test"]] if paired
+                         else [""] * 5), _budget(row)]
             writer.writerow([s.profile, row.defense, canon(row.params), row.seeds, *_frac(row.clean), *robust,
+                             *summary,
                              f"{row.train_s:.6f}", f"{row.eval_s:.6f}", ";".join(map(str, row.n)),
                              _reported(row, percent=False),
                              ";".join(c.key for c in sorted(row.flagged, key=Column.order)),

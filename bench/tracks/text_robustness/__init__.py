@@ -19,7 +19,7 @@ class TextRobustness(Track):
         "text-quick": {"defenses": ("mlp-ft", "mvp"), "attacks": ("pwws", "textfooler"),
                        "datasets": ("rotten-tomatoes",), "seeds": (0,), "profile": "quick"},
         "text-full": {"defenses": DEFENSES, "attacks": ATTACKS, "datasets": ("rotten-tomatoes", "bbc-news"),
-                      "seeds": (0,), "profile": "full"},
+                      "seeds": (0, 1, 2), "profile": "full"},
     }
     # Strings in, not tensors: the same properties are checked in tests/tracks/text_robustness/.
     contract = {"dataset": "rotten-tomatoes", "defense": "mlp-ft", "inputs": "own"}

@@ -29,9 +29,10 @@ class TextModel(nn.Module):
     """Shared: tokenization, padding, word embeddings, and a state dict without tied aliases (safetensors
     refuses tensors that share memory; the tied decoder is restored from the embeddings on load)."""
 
-    def __init__(self, backbone: str, max_length: int):
+    def __init__(self, backbone: str | None, max_length: int, loaded=None):
         super().__init__()
-        self.mlm, self.tokenizer = load_mlm(backbone)
+        # loaded: an (mlm, tokenizer) pair already in memory (the pretraining's gate), used as is.
+        self.mlm, self.tokenizer = loaded if loaded is not None else load_mlm(backbone)
         self.max_length = max_length
 
     @property
@@ -102,8 +103,8 @@ class MLPClassifier(TextModel):
 
 class PromptClassifier(TextModel):
     def __init__(self, backbone: str, templates: tuple[str, ...], verbalizer: tuple[tuple[str, ...], ...],
-                 max_length: int = 128):
-        super().__init__(backbone, max_length)
+                 max_length: int = 128, loaded=None):
+        super().__init__(backbone, max_length, loaded)
         self.templates = [self._parse(t) for t in templates]
         ids = [[single_token(self.tokenizer, w) for w in words] for words in verbalizer]
         width = max(len(w) for w in ids)

@@ -14,10 +14,12 @@ import csv
 import io
 from collections import defaultdict
 
-from bench.tables import GENERATED, by_dataset, dedupe, fmt, md_row, provenance
+from bench.tables import (GENERATED, budget, by_dataset, ci, dedupe, fmt, md_row, provenance, seed_values,
+                          stats_footer, train_seconds, vs_reference)
 from bench.tracks.text_robustness.constraints import MAX_WORD_CHANGE, changed
 
 DEFENSE_ORDER = ("mlp-ft", "mlp-ft-adv", "mvp", "mvp-adv")
+REFERENCE = "mlp-ft"  # MVP's baseline: every row's paired comparison is against it
 ATTACK_ORDER = ("pwws", "textfooler", "bert-attack", "textbugger")
 # A defense whose clean predictions mostly go to one class has little to flip: its accuracy under attack says
 # nothing about robustness, so its row is flagged.
@@ -113,12 +115,12 @@ def _section(profile: str, records: list[dict]) -> list[str]:
                 clean[d].setdefault(r["seed"], m["value"])
                 n_examples.add(m["n"])
     budgets = sorted({r["attack"].get("params", {}).get("max_word_change", MAX_WORD_CHANGE) for r in records})
-    budget = " or ".join(f"ceil({b:.0%} of the words)" for b in budgets)
+    word_budget = " or ".join(f"ceil({b:.0%} of the words)" for b in budgets)
     head = ["Defense", "Clean"] + [f"{a} AuA" for a in attacks] \
-        + [f"{a} {label}" for _, label, _ in DETAILS for a in attacks]
+        + [f"{a} {label}" for _, label, _ in DETAILS for a in attacks] + _stats_head(attacks, defenses)
     lines = [f"## {profile} profile", "",
              f"Accuracy (%) on {', '.join(map(str, sorted(n_examples)))} test examples, clean and under attack "
-             f"(AuA: correct and not broken by a constraint-checked attack, at most {budget} changed, so a text "
+             f"(AuA: correct and not broken by a constraint-checked attack, at most {word_budget} changed, so a text "
              "under 10 words may have 1 word changed); "
              "ASR: attack success rate (%) over clean-correct examples; words %: words changed in successful "
              "attacks; queries: mean model queries per attacked example.", "",
@@ -130,11 +132,31 @@ def _section(profile: str, records: list[dict]) -> list[str]:
         row += [fmt(cells.get((d, a, "acc_under_attack"), [])) for a in attacks]
         for name, _, percent in DETAILS:
             row += [fmt(cells.get((d, a, name), []), percent=percent) for a in attacks]
-        lines.append(md_row(row))
+        lines.append(md_row(row + _stats_cells(records, d, attacks, defenses, n_examples)))
     if degenerate:
         lines += ["", f"† near-constant classifier: at least {DEGENERATE:.0%} of its clean predictions go to one "
                       "class, so its accuracy under attack is not evidence of robustness."]
-    return lines + ["", *_rejections(records, defenses, attacks), "", provenance(records), ""]
+    return lines + ["", *_rejections(records, defenses, attacks), "",
+                    stats_footer(REFERENCE if REFERENCE in defenses else None), "", provenance(records), ""]
+
+
+def _stats_head(attacks: list[str], defenses: list[str]) -> list[str]:
+    """The framework's columns (issue 22), about the first attack's AuA: its 95 % CI, the paired difference
+    from the reference, the budget and the seeds."""
+    about = f"{attacks[0]} AuA" if attacks else "Clean"
+    return [f"95 % CI ({about})", *([f"vs {REFERENCE} ({about})"] if REFERENCE in defenses else []), "Budget",
+            "Seeds"]
+
+
+def _stats_cells(records: list[dict], defense: str, attacks: list[str], defenses: list[str], n: set[int]) -> list:
+    def values(d):
+        recs = [r for r in records if r["defense"]["name"] == d and (not attacks or r["attack"]["name"] == attacks[0])]
+        return seed_values(recs, "acc_under_attack" if attacks else "clean_acc_attacked")
+    own = [r for r in records if r["defense"]["name"] == defense]
+    row = values(defense)
+    ref = [vs_reference(row, values(REFERENCE)) if defense != REFERENCE else "-"] if REFERENCE in defenses else []
+    return [ci(list(row.values()), min(n) if n else None), *ref,
+            budget(own[0]["defense"].get("params") or {}, train_seconds(own)), str(len({r["seed"] for r in own}))]
 
 
 def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:

@@ -29,10 +29,10 @@ class Unlearning(Track):
                               "seeds": (0,), "profile": "quick"},
         "unlearning-full": {"defenses": DEFENSES, "attacks": EVALUATORS, "datasets": SCENARIOS,
                             "seeds": (0, 1, 2), "profile": "full"},
-        # U-LiRA runs every method n_shadows times (retrain: n_shadows trainings): the paper's data removal, one
-        # seed, on its own (GPU hours; `--set u-lira.n_shadows=8` halves it).
+        # U-LiRA runs every method n_shadows times (retrain: n_shadows trainings): the paper's data removal, three
+        # seeds like every full row, on its own (GPU hours; `--set u-lira.n_shadows=8` halves it).
         "unlearning-ulira-full": {"defenses": DEFENSES, "attacks": EVALUATORS_WITH_ULIRA,
-                                  "datasets": ("fashion-mnist-random",), "seeds": (0,), "profile": "full"},
+                                  "datasets": ("fashion-mnist-random",), "seeds": (0, 1, 2), "profile": "full"},
         "unlearning-cifar10-full": {"defenses": DEFENSES, "attacks": EVALUATORS, "datasets": CIFAR,
                                     "seeds": (0, 1, 2), "profile": "full"},
         "unlearning-smoke": {"defenses": DEFENSES, "attacks": EVALUATORS_WITH_ULIRA,

@@ -20,19 +20,23 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import statistics
 from collections import defaultdict
 
+from bench import stats
 from bench.tables import (
     GENERATED,
+    budget,
     by_dataset,
     canon,
+    ci,
     dedupe,
     fmt,
     md_row,
     provenance,
+    stats_footer,
     variant_labels,
+    vs_reference,
 )
 
 FIRST = ("original", "retrain")
@@ -42,8 +46,7 @@ DIAGNOSTICS = {"agree_original": "Agree orig.", "agree_retrain": "Agree retrain"
 REFERENCE = "retrain"
 DETAIL = (("mia_auc", "AUC"), ("mia_tpr@1%fpr", "TPR@1%FPR"), ("mia_tpr@0.1%fpr", "TPR@0.1%FPR"),
           ("mia_forget", "Member share"), ("mia_fpr_heldout", "Held-out FPR"), ("mia_power_auc", "Gate AUC"))
-# t quantiles (0.975) for a 95% interval of a mean over n seeds (n - 1 degrees of freedom).
-T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
+HEADLINE = "acc forget"  # the column of the 95 % CI and the paired comparison with retrain
 
 
 def _column(m: dict) -> str | None:
@@ -137,11 +140,7 @@ def _reference(rows: dict, key: tuple[str, str]) -> dict | None:
 
 def _interval(values: list[float]) -> tuple[float, float] | None:
     """95% t-interval of the mean over seeds (None for fewer than 2)."""
-    if len(values) < 2:
-        return None
-    mean, sd = statistics.fmean(values), statistics.stdev(values)
-    half = T975.get(len(values), 1.96) * sd / math.sqrt(len(values))
-    return mean - half, mean + half
+    return stats.t_interval(values) if len(values) >= 2 else None
 
 
 def _table_rows(records: list[dict]):
@@ -163,7 +162,10 @@ def _table_rows(records: list[dict]):
                 marks[c] = "n.s." if seeds and not kept else ("†" if len(kept) < len(seeds) else "")
                 seeds = kept
             cells[c] = [row["cells"][c][s] for s in seeds]
+        headline = row["cells"].get(HEADLINE, {})
+        paired = vs_reference(headline, ref["cells"].get(HEADLINE, {})) if ref and ref is not row else "-"
         out.append({"key": key, "label": labels[(key[0], canon(json.loads(key[1])))], "seeds": len(row["time"]),
+                    "paired": paired, "budget": budget(json.loads(key[1]) or {}, None),
                     "cells": cells, "marks": marks, "time": times, "time_ratio": ratio, "acc_gap": acc_gap,
                     "privacy_gap": privacy_gap, "row": row})
     return columns, out, gates
@@ -328,7 +330,9 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
                 continue
             columns, rows, gates = _table_rows(recs)
             scenario = _scenario_text(recs)
-            head = ["Method"] + columns + ["Time (s)", "Time (% of retrain)", "Acc gap", "Privacy gap", "Seeds"]
+            n = next((m["n"] for r in recs for m in r["metrics"] if _column(m) == HEADLINE), None)
+            head = ["Method"] + columns + ["Time (s)", "Time (% of retrain)", "Acc gap", "Privacy gap",
+                                           f"95 % CI ({HEADLINE})", f"vs {REFERENCE} ({HEADLINE})", "Budget", "Seeds"]
             md += [f"## {profile} profile", "", scenario, "", md_row(head), md_row(["---"] + ["---:"] * (len(head) - 1))]
             if not header_done:
                 writer.writerow(["profile", "method", "column", "mean", "std", "seeds", "ci95_lo", "ci95_hi"])
@@ -339,6 +343,7 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
                                     fmt(row["acc_gap"]),
                                     fmt(row["privacy_gap"]) if row["privacy_gap"] else "n.s."
                                     if any(row["marks"].get(c) == "n.s." for c in columns) else "-",
+                                    ci(row["cells"].get(HEADLINE, []), n), row["paired"], row["budget"],
                                     str(row["seeds"])]))
                 series = {**{c: row["cells"].get(c, []) for c in columns}, "time_s": row["time"],
                           "time_ratio": row["time_ratio"], "acc_gap": row["acc_gap"],
@@ -359,7 +364,7 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
                      + _unmoved_note(rows))
             md += [""] + [f"{n}\n" for n in notes]
             md += _detail_tables(columns, rows, gates)
-            md += ["", provenance(recs), ""]
+            md += ["", stats_footer(REFERENCE), "", provenance(recs), ""]
         out[f"{dataset}.md"] = "\n".join(md)
         out[f"{dataset}.csv"] = buf.getvalue()
     return out

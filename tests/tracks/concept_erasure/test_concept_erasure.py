@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.artifacts import open_text
 from bench.hparams import resolve
 from bench.registry import Registry
 from bench.tracks.concept_erasure import stats
@@ -114,7 +115,7 @@ def test_grid_runs_end_to_end(grid):
             assert asr["value"] >= pre["value"]
             assert all(a >= b for a, b in zip(asr["outcomes"], pre["outcomes"])), "a case the plain prompt won is lost"
             assert asr["probe"] == (r["attack"]["name"] != "unlearndiffatk")
-            rows = list(csv.DictReader((Path(r["artifacts"]) / f"{r['attack']['name']}_cases.csv").open()))
+            rows = list(csv.DictReader(open_text(Path(r["artifacts"]) / f"{r['attack']['name']}_cases.csv")))
             assert len(rows) == asr["n"] and all(int(x["success"]) >= int(x["unattacked_success"]) for x in rows)
         if r["attack"]["name"] == "concept-prompts":
             names = {m["name"] for m in r["metrics"]}
@@ -138,7 +139,7 @@ def test_discrete_attack_prompts_are_typeable(grid, base):
     _, _, records = grid
     (r,) = [r for r in records if r["attack"]["name"] == "unlearndiffatk" and r["defense"]["name"] == "none"]
     k = r["attack"]["params"]["prefix_tokens"]
-    for row in csv.DictReader((Path(r["artifacts"]) / "unlearndiffatk_cases.csv").open()):
+    for row in csv.DictReader(open_text(Path(r["artifacts"]) / "unlearndiffatk_cases.csv")):
         if row["found_at_step"] in ("", "0"):
             assert row["attacked_prompt"] == row["prompt"]
             continue

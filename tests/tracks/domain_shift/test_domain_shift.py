@@ -157,7 +157,7 @@ def _record(defense, seed, values, profile="quick"):
             "metrics": metrics, "timings": {"train_s": 10.0}}
 
 
-def test_table_is_domainbed_shaped_with_standard_errors():
+def test_table_is_domainbed_shaped_with_sample_std():
     records = [_record("advstyle", 0, (0.9, 0.5, 0.3, 0.4)), _record("advstyle", 1, (0.8, 0.7, 0.3, 0.5)),
                _record("erm", 0, (0.9, 0.2, 0.2, 0.2))]
     other = _record("erm", 0, (0.5, 0.1, 0.1, 0.1))  # same method and seed, another dataset: its own table
@@ -166,13 +166,16 @@ def test_table_is_domainbed_shaped_with_standard_errors():
     assert set(out) == {"digits-dg.md", "digits-dg.csv", "fashion-dg.md", "fashion-dg.csv"}
     lines = out["digits-dg.md"].splitlines()
     header = next(line for line in lines if line.startswith("| Method"))
-    assert header == "| Method | Seeds | Source | a | b | Avg | Train (s) |"
+    assert header == "| Method | Seeds | Source | a | b | Avg | 95 % CI (Avg) | vs erm (Avg) | Budget | Train (s) |"
     rows = [line for line in lines if line.startswith("| erm") or line.startswith("| advstyle")]
     assert rows[0].startswith("| erm | 1 | 90.0 | 20.0 | 20.0 | 20.0 |")  # ERM first
-    # advstyle, two seeds: a = 60 ± SE, SE = std / sqrt(2) = 0.1414 / 1.414 = 10.0
-    assert rows[1].startswith("| advstyle | 2 | 85.0 ± 5.0 | 60.0 ± 10.0 | 30.0 ± 0.0 | 45.0 ± 5.0 |")
+    # advstyle, two seeds: a = 60 ± sample std 14.1 (the framework's ±, not a standard error); the average's
+    # 95 % t interval 45 ± 12.706 * 7.07 / sqrt(2) = 45 ± 63.5, clipped to [0, 100]; one common seed with ERM:
+    # no paired comparison
+    assert rows[1].startswith("| advstyle | 2 | 85.0 ± 7.1 | 60.0 ± 14.1 | 30.0 ± 0.0 | 45.0 ± 7.1 | [0.0, 100.0] t | - |")
+    assert "Statistics: mean ± sample standard deviation over seeds" in out["digits-dg.md"]
     assert "- `a`: about a" in lines and "![samples per domain](digits-dg-domains.png)" in lines
-    assert out["digits-dg.csv"].splitlines()[0].startswith("profile,method,seeds,source,source_se,a,a_se")
+    assert out["digits-dg.csv"].splitlines()[0].startswith("profile,method,seeds,source,source_std,a,a_std")
 
 
 def test_figure_grid_is_written(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ the real Fashion-MNIST files when the Debian package is installed."""
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 from pathlib import Path
 
@@ -218,3 +219,18 @@ def test_fashion_mnist_real():
     splits = plugin.load()
     check_splits(splits, plugin, 512, 256)
     assert torch.bincount(splits.train_y).tolist() == [52] * 2 + [51] * 8
+
+
+def test_the_cifar10_suite_trains_resnet18_at_the_field_s_eps(tmp_path, cli):
+    """The RobustBench-shaped suite on a tiny local CIFAR-10 root: its ``arch=resnet18`` reaches the defense,
+    its headline eps are 8/255 and 0.5, and a user's own --set is applied with the suite's."""
+    fake_cifar_bin(tmp_path / "data" / "cifar-10-batches-bin")
+    results = tmp_path / "results"
+    code, out, err = cli("run", "--suite", "cifar10-full", "--profile", "smoke", "--defense", "standard",
+                         "--attack", "pgd-linf", "--attack", "pgd-l2", "--data-root", tmp_path / "data",
+                         "--results", results, "--set", "standard.epochs=1")
+    assert code == 0, err
+    recs = [json.loads(p.read_text()) for p in (results / "records").rglob("*.json")]
+    assert recs and all(r["defense"]["params"]["arch"] == "resnet18" for r in recs)
+    assert all(r["defense"]["params"]["epochs"] == 1 for r in recs)
+    assert CIFAR10.epsilons == {"linf": (8 / 255,), "l2": (0.5,)}  # the headline eps of the full table

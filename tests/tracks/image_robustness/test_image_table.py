@@ -195,7 +195,8 @@ def test_mean_and_sample_std_by_hand():
                for seed, (clean, robust) in enumerate([(0.90, 0.50), (0.92, 0.60), (0.94, 0.70)])]
     table = build_tables(records, headline=HEADLINE)[DATASET]
     md = render_markdown(table)
-    assert "| standard | 92.0 ± 2.0 | 60.0 ± 10.0 | 11.0 | 2.0 | 3 |  |" in md
+    # 95 % t interval over the 3 seeds: 60 +- 4.3027 * 10 / sqrt(3) = 60 +- 24.8
+    assert "| standard | 92.0 ± 2.0 | 60.0 ± 10.0 | [35.2, 84.8] t | 2 ep | 11.0 | 2.0 | 3 |  |" in md
     header, row = render_csv(table).splitlines()
     assert header.split(",")[4:8] == ["clean_acc_mean", "clean_acc_std", "worst-case@0.3_mean", "worst-case@0.3_std"]
     assert row.split(",")[4:8] == ["0.920000", "0.020000", "0.600000", "0.100000"]
@@ -257,3 +258,23 @@ def test_the_worst_case_breaks_a_quantised_model_and_flags_the_black_box_win(reg
     assert at["worst-case"][eps] <= at["square"][eps]  # the same square (components take the profile's budget)
     assert f"black-box-beats-white-box@{eps:g}" in recs["worst-case"]["masking"]["flags"]
     assert "zero-gradients" in recs["worst-case"]["masking"]["flags"]
+
+
+def test_paired_comparison_with_pgd_at_uses_per_example_outcomes():
+    """Where both rows recorded per-example outcomes on the same seeds, the paired column is McNemar's test over
+    the examples; without them, a paired t over the common seeds."""
+    from bench.records import pack_mask
+
+    # 8 examples: the row wins 5 and loses 1 against pgd-at (the hand-made case of tests/core/test_stats.py)
+    row_mask, ref_mask = [1, 1, 1, 1, 1, 0, 1, 0], [0, 0, 0, 0, 0, 1, 1, 0]
+    records = []
+    for defense, mask in (("mtard", row_mask), ("pgd-at", ref_mask)):
+        r = make_record(defense, "worst-case", 0, 0.9, {0.1: sum(mask) / 8}, n=8)
+        r["per_example"] = [pack_mask([bool(b) for b in mask], "worst-case()", 0.1)]
+        records.append(r)
+    md = render_markdown(build_tables(records, headline=HEADLINE)[DATASET])
+    assert "vs pgd-at (worst-case @ 0.1)" in md
+    mtard = next(line for line in md.splitlines() if line.startswith("| mtard |"))
+    assert "+50.0 [" in mtard and "p=0.22" in mtard  # diff 4/8, McNemar p = 14/64
+    pgd_at = next(line for line in md.splitlines() if line.startswith("| pgd-at |"))
+    assert "| - |" in pgd_at  # the reference itself

@@ -105,12 +105,28 @@ def _meta(metas, name, **params):
 
 def test_teachers_come_from_the_runner_once(grid):
     _, _, metas = grid
-    # standard and pgd-at at width 1 (their own rows) plus the width-2 robust teacher shared by ard and mtard
-    assert sorted(m["defense"]["name"] for m in metas) == ["ard", "mtard", "mtard", "pgd-at", "pgd-at",
-                                                           "standard", "trades"]
-    assert _meta(metas, "pgd-at", width=2)["defense"]["params"]["arch"] == _meta(metas, "mtard",
-                                                                                 temperature_balance=True)[
-        "defense"]["params"]["arch"]
+    # standard and pgd-at at width 1 (their own rows) plus the width-2 teachers shared by ard and mtard
+    assert sorted(m["defense"]["name"] for m in metas) == ["ard", "mtard", "mtard", "pgd-at", "pgd-at-teacher",
+                                                           "standard", "standard-teacher", "trades"]
+    student = _meta(metas, "mtard", temperature_balance=True)["defense"]["params"]
+    for teacher in ("pgd-at-teacher", "standard-teacher"):
+        params = _meta(metas, teacher, width=2)["defense"]["params"]
+        assert params["arch"] == student["arch"] and params["width"] > student["width"]
+        assert params["epochs"] >= student["epochs"]  # trained at (at least) the students' budget
+
+
+def test_every_mtard_table_row_trains_the_same_budget():
+    """standard, pgd-at, trades, ard and mtard: the same epochs, architecture and batch size in each profile."""
+    from bench.tracks.image_robustness import MTARD_DEFENSES
+
+    students = [d for d in MTARD_DEFENSES if not d.endswith("-teacher")]
+    for profile in ("smoke", "quick", "full"):
+        budgets = {}
+        for name in students:
+            cls = REGISTRY.load("defense", name)
+            p = resolve({name: cls}, profile, [])[name]
+            budgets[name] = (p.epochs, p.arch, p.width, p.batch_size)
+        assert len(set(budgets.values())) == 1, (profile, budgets)
 
 
 def test_trajectories_recorded_in_history_and_artifacts(grid):

@@ -287,7 +287,9 @@ def test_table_two_gaps_gate_and_notes():
     laf = lines[4].split(" | ")
     # Acc gap: seed 0 (0, 30) -> 15, seed 1 (0, 20) -> 10; privacy gap: |80 - 50| = 30 on "strong" only (the
     # "weak" attack has no signal and is left out); time 2 / 10 = 20%.
-    assert laf[-3] == "12.5 ± 3.5" and laf[-2] == "30.0 ± 0.0" and laf[-4] == "20 ± 0" and laf[-1] == "2 |"
+    assert laf[-6] == "12.5 ± 3.5" and laf[-5] == "30.0 ± 0.0" and laf[-7] == "20 ± 0" and laf[-1] == "2 |"
+    # acc forget minus retrain's per seed: 30, 20 -> paired t on 1 df: 25 +- 12.706 * 7.07 / sqrt(2), p = 0.13
+    assert laf[-4] == "[50.0, 50.0] t" and laf[-3] == "+25.0 [-38.5, 88.5] p=0.13" and laf[-2] == "5 ep"
     assert laf[head.index("AUC weak")] == "n.s." and laf[head.index("AUC strong")] == "80.0 ± 0.0"
     assert "n.s. = no signal" in md and "`weak` (seed 0: 50.0 [40.0, 60.0], seed 1: 50.0 [40.0, 60.0])" in md
     assert "laf does not forget" in md and "1/tau" in md, "the unmoved-model note and LAF's diagnosis"
