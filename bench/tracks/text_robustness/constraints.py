@@ -20,6 +20,8 @@ The rules, with the reason names the records use:
   nor an antonym of one of its WordNet synonyms (``are_antonyms``).
 - ``part of speech``: if the original word is in WordNet, the substitute must be too and share a part of
   speech with it (adjective satellites count as adjectives). Recipes with character-level edits turn it off.
+  Any sense counts (no tagger in context ships offline), so rare senses let some swaps through ("go" ->
+  "sure": both adjectives in WordNet); "worth" -> "dlrs" (not in WordNet) is refused.
 - ``word embedding``: GloVe 6B 50d cosine(original, substitute) >= ``min_word_cos`` (TextFooler: 0.5);
   a word outside the 50k-word vocabulary fails.
 - ``sentence similarity``: cosine of all-MiniLM-L6-v2 sentence embeddings (``sentence_encoder``) between the
