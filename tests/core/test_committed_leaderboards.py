@@ -14,13 +14,9 @@ ROOT = Path(__file__).resolve().parents[2] / "leaderboards"
 # hashes). They are rerun from one clean commit on the GPU host (issue 22); this list must shrink to empty, and
 # a table may leave it but never join it.
 KNOWN_STALE = {
-    "domain-shift/digits-dg.md (quick profile)",
     "domain-shift/fashion-dg.md (full profile)",
-    "domain-shift/fashion-dg.md (quick profile)",
     "image-robustness/fashion-dg.md (full profile)",
     "image-robustness/fashion-mnist.md (full profile)",
-    "image-robustness/fashion-mnist.md (quick profile)",
-    "image-robustness/mnist-5k.md (quick profile)",
     "text-robustness/rotten-tomatoes.md (quick profile)",
     "unlearning/fashion-mnist-class.md (quick profile)",
     "unlearning/fashion-mnist-noisy.md (quick profile)",
