@@ -25,18 +25,12 @@ from dataclasses import dataclass
 from bench.errors import UsageError
 from bench.plugins import DataSpec, Defense, Splits
 from bench.tracks.text_robustness import TRACK
+from bench.tracks.text_robustness.models import MVP_TEMPLATES, MVP_VERBALIZERS
 from bench.tracks.text_robustness.training import PROFILES, TextTrainParams, fine_tune
 
-TEMPLATES = {
-    "rotten-tomatoes": ("Sentiment of the statement is [MASK] .", "[SEP] [MASK]",
-                        "This is a [MASK] statement", "[SEP] The statement is [MASK]"),
-    "bbc-news": ("Topic of the article is [MASK] .", "[SEP] [MASK]",
-                 "This is a [MASK] article", "[SEP] The article is about [MASK]"),
-}
-VERBALIZERS = {
-    "rotten-tomatoes": (("negative",), ("positive",)),
-    "bbc-news": (("technology",), ("business",), ("politics",), ("sport",), ("entertainment",)),
-}
+# The prompts live with the classifier (bench.tracks.text_robustness.models): the masked-LM pretraining's gate
+# scores zero-shot MVP with the same ones.
+TEMPLATES, VERBALIZERS = MVP_TEMPLATES, MVP_VERBALIZERS
 
 
 @dataclass(frozen=True)

@@ -196,8 +196,9 @@ def zero_shot_mvp(mlm, tokenizer, texts: list[str], labels: list[int], dataset: 
                   batch_size: int = 64) -> dict:
     """MVP without training: MVP's templates and label words for ``dataset``, scored by this masked LM.
     {"acc", "class_share": [share of texts predicted as each class], "n"}."""
+    from bench.tracks.text_robustness.models import MVP_TEMPLATES as TEMPLATES
+    from bench.tracks.text_robustness.models import MVP_VERBALIZERS as VERBALIZERS
     from bench.tracks.text_robustness.models import PromptClassifier
-    from defenses.text_robustness.mvp import TEMPLATES, VERBALIZERS
 
     model = PromptClassifier(None, TEMPLATES[dataset], VERBALIZERS[dataset], loaded=(mlm, tokenizer)).eval()
     preds = torch.cat([model(texts[i:i + batch_size]).argmax(1).cpu() for i in range(0, len(texts), batch_size)])
