@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from bench.plugins import DataSpec, Defense, Splits
 from bench.tracks.text_robustness import TRACK
-from bench.tracks.text_robustness.training import PROFILES, TextTrainParams, fine_tune
+from bench.tracks.text_robustness.training import PROFILES, TextTrainParams, fine_tune, text_identity
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class MLPFT(Defense):
     modality = "text"
     Params = Params
     profiles = PROFILES
+
+    def identity(self):
+        # The backbone's masked-LM gate (held-out MLM loss, zero-shot MVP on RT validation) goes with every record.
+        return text_identity(self.params.backbone)
 
     def build(self, spec: DataSpec):
         from bench.tracks.text_robustness.models import MLPClassifier

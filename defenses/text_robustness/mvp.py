@@ -26,7 +26,7 @@ from bench.errors import UsageError
 from bench.plugins import DataSpec, Defense, Splits
 from bench.tracks.text_robustness import TRACK
 from bench.tracks.text_robustness.models import MVP_TEMPLATES, MVP_VERBALIZERS
-from bench.tracks.text_robustness.training import PROFILES, TextTrainParams, fine_tune
+from bench.tracks.text_robustness.training import PROFILES, TextTrainParams, fine_tune, text_identity
 
 # The prompts live with the classifier (bench.tracks.text_robustness.models): the masked-LM pretraining's gate
 # scores zero-shot MVP with the same ones.
@@ -57,6 +57,10 @@ class MVP(Defense):
             raise UsageError(f"{self.name}.verbalizer has {len(verbalizer)} classes, {spec.name} has "
                              f"{spec.num_classes}")
         return templates, verbalizer
+
+    def identity(self):
+        # The backbone's masked-LM gate (held-out MLM loss, zero-shot MVP on RT validation) goes with every record.
+        return text_identity(self.params.backbone)
 
     def build(self, spec: DataSpec):
         from bench.tracks.text_robustness.models import PromptClassifier

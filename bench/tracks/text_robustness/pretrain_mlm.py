@@ -40,6 +40,7 @@ difference of float16 rounding.)
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import math
@@ -212,6 +213,43 @@ def gate_figures(mlm, tokenizer, heldout: list[str], rt_val_x: list[str], rt_val
     return {"heldout_mlm_loss": round(heldout_loss(mlm, tokenizer, heldout), 4), "n_heldout": len(heldout),
             "zero_shot_mvp_acc_rt_val": round(zs["acc"], 4),
             "zero_shot_class_share": [round(s, 4) for s in zs["class_share"]], "n_rt_val": zs["n"]}
+
+
+GATE_GOALS = {"heldout_mlm_loss_max": 3.5, "zero_shot_acc_min": 0.65, "class_share_min": 0.20}
+
+
+def gate_passes(gate: dict) -> bool:
+    return (gate["heldout_mlm_loss"] <= GATE_GOALS["heldout_mlm_loss_max"]
+            and gate["zero_shot_mvp_acc_rt_val"] >= GATE_GOALS["zero_shot_acc_min"]
+            and min(gate["zero_shot_class_share"]) >= GATE_GOALS["class_share_min"])
+
+
+@functools.lru_cache(maxsize=8)
+def backbone_gate(backbone: str) -> dict:
+    """The gate of a text defense's backbone, for its records (``Defense.identity``): read from the shipped
+    file's metadata for the default backbone (measured when it was built, on the model read back from the
+    file), computed here otherwise (once per process: a custom masked LM, or a file without figures)."""
+    import hashlib
+
+    from bench.tracks.text_robustness.backbone import ADAPTER_FILE, DEFAULT_BACKBONE, HEAD_FILE, load_mlm
+
+    out: dict = {"backbone": backbone}
+    gate = None
+    if backbone == DEFAULT_BACKBONE:
+        file = ADAPTER_FILE if ADAPTER_FILE.is_file() else HEAD_FILE
+        from safetensors import safe_open
+
+        with safe_open(str(file), "pt") as f:
+            meta = f.metadata() or {}
+        out |= {"file": file.name, "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
+        gate = json.loads(meta["gate"]) if "gate" in meta else None
+    if gate is None:
+        mlm, tok = load_mlm(backbone)
+        data = corpus()
+        mlm.to("cuda" if torch.cuda.is_available() else "cpu")
+        gate = gate_figures(mlm, tok, data["heldout"], data["rt_val_x"], data["rt_val_y"])
+        out["measured"] = "now"
+    return out | gate | {"goals": GATE_GOALS, "passes": gate_passes(gate)}
 
 
 # ---------------------------------------------------------------------------------------------- training

@@ -65,6 +65,13 @@ def embedding_pgd(model, batch, embeds: torch.Tensor, y: torch.Tensor, p: TextTr
     return delta.detach()
 
 
+def text_identity(backbone: str) -> dict:
+    """What a text defense adds to its records and cache key: its backbone's masked-LM gate."""
+    from bench.tracks.text_robustness.pretrain_mlm import backbone_gate
+
+    return {"masked_lm": backbone_gate(backbone)}
+
+
 @torch.no_grad()
 def accuracy(model, x, y, batch_size: int) -> float:
     model.eval()
