@@ -51,12 +51,14 @@ def test_radius_is_per_token_and_scales_with_the_embedding_norms(tiny_model):
             F.cross_entropy(tiny_model.logits_from(batch, emb), LABELS)
     keep = batch.mask.unsqueeze(-1).float()
     torch.testing.assert_close(adv_radius(3.0 * emb, keep, p), 3.0 * adv_radius(emb, keep, p))
+    weight = tiny_model.mlm.get_input_embeddings().weight
     with torch.no_grad():  # the backbone's embeddings twice as long: the ball twice as large
-        tiny_model.mlm.get_input_embeddings().weight.mul_(2.0)
-        try:
-            _, emb2, delta2 = _delta(tiny_model, p)
-        finally:
-            tiny_model.mlm.get_input_embeddings().weight.div_(2.0)
+        weight.mul_(2.0)
+    try:
+        _, emb2, delta2 = _delta(tiny_model, p)
+    finally:
+        with torch.no_grad():
+            weight.div_(2.0)
     torch.testing.assert_close(delta2.norm(dim=-1)[real], 2.0 * delta_norm[real], rtol=1e-4, atol=1e-6)
 
 
