@@ -201,7 +201,8 @@ def zero_shot_mvp(mlm, tokenizer, texts: list[str], labels: list[int], dataset: 
     from bench.tracks.text_robustness.models import MVP_VERBALIZERS as VERBALIZERS
     from bench.tracks.text_robustness.models import PromptClassifier
 
-    model = PromptClassifier(None, TEMPLATES[dataset], VERBALIZERS[dataset], loaded=(mlm, tokenizer)).eval()
+    model = PromptClassifier(None, TEMPLATES[dataset], VERBALIZERS[dataset], loaded=(mlm, tokenizer))
+    model = model.to(next(mlm.parameters()).device).eval()  # the label-id buffer too
     preds = torch.cat([model(texts[i:i + batch_size]).argmax(1).cpu() for i in range(0, len(texts), batch_size)])
     y = torch.tensor(labels)
     share = [float((preds == c).float().mean()) for c in range(len(VERBALIZERS[dataset]))]
