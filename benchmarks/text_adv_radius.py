@@ -7,6 +7,17 @@ per-sequence ball of absolute radius for comparison) it trains on the rotten-tom
 profile and reports accuracy and the majority-prediction rate on the validation split (never the test split).
 Rule: the largest eps whose validation accuracy is within 5 points of eps 0 and whose majority rate is < 70 %.
 Writes a JSON of the figures with ``--out``.
+
+Measured (CPU, quick profile: 1,000 training snippets, 1 epoch, lr 5e-5, batch 32; 500 validation snippets;
+seed 0; the legacy head-only MiniLM, before the pretrained adapters shipped):
+
+    defense      ball      eps   val acc  majority rate
+    mlp-ft-adv   token     0     70.6 %   57.0 %   (= mlp-ft, the non-adversarial row)
+    mlp-ft-adv   token     0.05  66.8 %   64.8 %   chosen: within 5 points, majority < 70 %
+    mlp-ft-adv   token     0.1   63.0 %   58.6 %   7.6 points below
+    mlp-ft-adv   token     0.2   56.2 %   82.6 %   collapses
+    mlp-ft-adv   sequence  1.0   57.0 %   84.6 %   the old radius: collapses
+    MVP_ROWS
 """
 from __future__ import annotations
 
