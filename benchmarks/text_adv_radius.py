@@ -39,8 +39,9 @@ def run(defense_name: str, eps: float, ball: str, profile: str, device: str, n_v
     cls = Registry().load("defense", defense_name)
     params = dataclasses.replace(resolve({defense_name: cls}, profile, [])[defense_name], adv_eps=eps, adv_ball=ball)
     data_params = {**RottenTomatoes.profiles.get(profile, {}), "n_val": n_val}
-    data = RottenTomatoes(RottenTomatoes.Params(**{k: v for k, v in data_params.items()
-                                                   if k in ("n_train", "n_val", "n_test")})).load()
+    dataset = Registry().load("dataset", "rotten-tomatoes")  # the registry sets its name (MVP's prompts key)
+    data = dataset(RottenTomatoes.Params(**{k: v for k, v in data_params.items()
+                                            if k in ("n_train", "n_val", "n_test")})).load()
     torch.manual_seed(0)
     defense = cls(params)
     model = defense.build(data.spec)
