@@ -18,9 +18,11 @@ seed 0; the legacy head-only MiniLM, before the pretrained adapters shipped):
     mlp-ft-adv   token     0.2   56.2 %   82.6 %   collapses
     mlp-ft-adv   sequence  1.0   57.0 %   84.6 %   the old radius: collapses
     mvp-adv      token     0     57.0 %   87.7 %   (= mvp; 300 validation snippets)
+    mvp-adv      token     0.01  50.3 %   99.7 %   collapses
+    mvp-adv      token     0.02  50.0 %   100 %    collapses
     mvp-adv      token     0.05  50.0 %   100 %    collapses
 MVP on the legacy head-only backbone barely trains at this scale even without adversarial training (the
-issue-20 premise: the head scored word frequencies), so mvp-adv's radius cannot be judged here; it shares
+issue-20 premise: the head scored word frequencies), so mvp-adv's radius cannot be judged here (any radius, even 0.01, tips it into one class); it shares
 mlp-ft-adv's eps 0.05 (one recipe for both, as in the MVP paper) and is to be re-swept with the pretrained
 adapters (``--defenses mvp-adv --eps 0 0.01 0.02 0.05 --device cuda``).
 """
