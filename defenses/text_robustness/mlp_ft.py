@@ -3,8 +3,9 @@
 embedding-space adversarial-training variant.
 
 Threat model: none claimed (mlp-ft); mlp-ft-adv trains against L2 perturbations of the word embeddings
-(one normalised-gradient step of 1.5 eps from zero, eps 1.0, loss on the perturbed input only: the same
-recipe as MVP+Adv, so "prompting vs adversarial training" compares like with like).
+(one normalised-gradient step of 1.5 eps from zero in a per-token ball of radius eps * ||e_token||, eps ADV_EPS
+chosen on validation data, loss on the perturbed input only: the same recipe as MVP+Adv, so "prompting vs
+adversarial training" compares like with like).
 Defaults: the embedded MiniLM-L6 backbone (``backbone`` takes any local Hugging Face masked-LM folder), head
 Linear(H, H)-Tanh-Dropout(0.1)-Linear(H, C), AdamW wd 0.01 with linear decay, batch 32, early stopping on
 validation accuracy (best epoch kept), max 128 tokens.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from bench.plugins import DataSpec, Defense, Splits
 from bench.tracks.text_robustness import TRACK
-from bench.tracks.text_robustness.training import PROFILES, TextTrainParams, fine_tune
+from bench.tracks.text_robustness.training import ADV_EPS, PROFILES, TextTrainParams, fine_tune, text_identity
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class MLPFT(Defense):
     Params = Params
     profiles = PROFILES
 
+    def identity(self):
+        # The backbone's masked-LM gate (held-out MLM loss, zero-shot MVP on RT validation) goes with every record.
+        return text_identity(self.params.backbone)
+
     def build(self, spec: DataSpec):
         from bench.tracks.text_robustness.models import MLPClassifier
 
@@ -44,7 +49,7 @@ class MLPFT(Defense):
 
 @dataclass(frozen=True)
 class AdvParams(Params):
-    adv_eps: float = 1.0
+    adv_eps: float = ADV_EPS
 
 
 class MLPFTAdv(MLPFT):

@@ -6,16 +6,20 @@ before the final [SEP] for templates that start with [SEP]; the text is truncate
 class c scores s_j(c) = max over its label words w of the MLM logit of w at the template's [MASK];
 z(c) = mean_j s_j(c); loss CE(z, y). The whole model is tuned; there is no new randomly initialised head.
 Training draws one random template per example; testing averages all four.
-MVP+Adv adds one-step L2 PGD in word-embedding space on the prompted sequence (eps 1.0, step 1.5 eps, loss
-on the perturbed input only).
+MVP+Adv adds one-step L2 PGD in word-embedding space on the prompted sequence, loss on the perturbed input
+only: the paper's one step of 1.5 eps, but in a per-token ball of radius eps * ||e_token|| (FreeLB-style) with eps
+ADV_EPS chosen on validation data (``benchmarks/text_adv_radius.py``), instead of one L2 ball of radius 1.0 over
+the sequence, which on MiniLM (token-embedding norms ~1.1) could erase a sentiment word and made both
+adversarial baselines collapse to a constant classifier.
 
 Threat model: none claimed (the paper evaluates against word substitutions). Defaults: the paper's SST-2
 templates and label words {negative, positive} for rotten-tomatoes; topic templates and the topic names as
 label words for bbc-news (``templates``/``verbalizer`` override both); the embedded MiniLM-L6 backbone with
 its restored MLM head (``backbone`` takes any local Hugging Face masked-LM folder); AdamW wd 0.01, linear
 decay, batch 32, early stopping on validation accuracy, max 128 tokens.
-Departures from the paper: MiniLM-L6 instead of RoBERTa/BERT-base (what ships offline), with an MLM head
-transform restored on offline corpora (``python -m bench.tracks.text_robustness.head``); CPU-sized budgets in the quick profile
+Departures from the paper: MiniLM-L6 instead of RoBERTa/BERT-base (what ships offline; the paper used RoBERTa),
+made a masked LM again by continued masked-LM pretraining on offline corpora
+(``python -m bench.tracks.text_robustness.pretrain_mlm``; LoRA adapters + head, gate in every record); CPU-sized budgets in the quick profile
 (1 epoch, lr 5e-5, 1,000 snippets; the paper: 20 epochs, lr 1e-5, batch 8); full: 5 epochs, lr 2e-5.
 """
 from __future__ import annotations
@@ -25,18 +29,12 @@ from dataclasses import dataclass
 from bench.errors import UsageError
 from bench.plugins import DataSpec, Defense, Splits
 from bench.tracks.text_robustness import TRACK
-from bench.tracks.text_robustness.training import PROFILES, TextTrainParams, fine_tune
+from bench.tracks.text_robustness.models import MVP_TEMPLATES, MVP_VERBALIZERS
+from bench.tracks.text_robustness.training import ADV_EPS, PROFILES, TextTrainParams, fine_tune, text_identity
 
-TEMPLATES = {
-    "rotten-tomatoes": ("Sentiment of the statement is [MASK] .", "[SEP] [MASK]",
-                        "This is a [MASK] statement", "[SEP] The statement is [MASK]"),
-    "bbc-news": ("Topic of the article is [MASK] .", "[SEP] [MASK]",
-                 "This is a [MASK] article", "[SEP] The article is about [MASK]"),
-}
-VERBALIZERS = {
-    "rotten-tomatoes": (("negative",), ("positive",)),
-    "bbc-news": (("technology",), ("business",), ("politics",), ("sport",), ("entertainment",)),
-}
+# The prompts live with the classifier (bench.tracks.text_robustness.models): the masked-LM pretraining's gate
+# scores zero-shot MVP with the same ones.
+TEMPLATES, VERBALIZERS = MVP_TEMPLATES, MVP_VERBALIZERS
 
 
 @dataclass(frozen=True)
@@ -64,6 +62,10 @@ class MVP(Defense):
                              f"{spec.num_classes}")
         return templates, verbalizer
 
+    def identity(self):
+        # The backbone's masked-LM gate (held-out MLM loss, zero-shot MVP on RT validation) goes with every record.
+        return text_identity(self.params.backbone)
+
     def build(self, spec: DataSpec):
         from bench.tracks.text_robustness.models import PromptClassifier
 
@@ -76,7 +78,7 @@ class MVP(Defense):
 
 @dataclass(frozen=True)
 class AdvParams(Params):
-    adv_eps: float = 1.0
+    adv_eps: float = ADV_EPS
 
 
 class MVPAdv(MVP):

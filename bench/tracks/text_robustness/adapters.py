@@ -16,6 +16,8 @@ from torch import nn
 LORA_TARGETS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
                 "intermediate.dense", "output.dense")
 LORA_A, LORA_B = ".lora_A", ".lora_B"
+# The MLM output bias under the names transformers versions give it (one tensor, tied).
+ALIASES = {"cls.predictions.bias": "cls.predictions.decoder.bias", "cls.predictions.decoder.bias": "cls.predictions.bias"}
 
 
 class LoRALinear(nn.Module):
@@ -109,9 +111,7 @@ def load_adapters(mlm, state: dict[str, torch.Tensor], scale: float) -> None:
                 raise KeyError(f"adapter for unknown layer {layer}")
             a, b = t.float(), state[layer + LORA_B].float()
             weight.add_((scale * b @ a).to(weight.dtype))
-        elif name in params:
-            params[name].copy_(t.to(params[name].dtype))
+        elif (target := params.get(name, params.get(ALIASES.get(name, name)))) is not None:
+            target.copy_(t.to(target.dtype))  # in place: ties (decoder = word embeddings) are kept
         else:
             raise KeyError(f"unknown tensor {name}")
-    if getattr(mlm.config, "tie_word_embeddings", True):
-        mlm.tie_weights()

@@ -17,6 +17,19 @@ from torch import nn
 from bench.tracks.text_robustness.backbone import head_module, load_mlm, single_token
 
 
+# MVP's default prompts per dataset (the paper's SST-2 templates; topic templates for bbc-news).
+MVP_TEMPLATES = {
+    "rotten-tomatoes": ("Sentiment of the statement is [MASK] .", "[SEP] [MASK]",
+                        "This is a [MASK] statement", "[SEP] The statement is [MASK]"),
+    "bbc-news": ("Topic of the article is [MASK] .", "[SEP] [MASK]",
+                 "This is a [MASK] article", "[SEP] The article is about [MASK]"),
+}
+MVP_VERBALIZERS = {
+    "rotten-tomatoes": (("negative",), ("positive",)),
+    "bbc-news": (("technology",), ("business",), ("politics",), ("sport",), ("entertainment",)),
+}
+
+
 @dataclass
 class Batch:
     ids: torch.Tensor  # (N, L) token ids, padded

@@ -1,6 +1,7 @@
 """Fine-tuning loop shared by the text defenses: AdamW with linear decay, early stopping on validation accuracy
 (the best epoch's weights are kept), and optional one-step (or k-step) L2 PGD in word-embedding space with the
-loss on the perturbed input only (MVP+Adv; the adversarial-training baseline for MLP-FT)."""
+loss on the perturbed input only (MVP+Adv; the adversarial-training baseline for MLP-FT). The PGD ball is per
+token, of radius eps times that token's embedding norm (FreeLB-style), so eps is relative to the backbone."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +12,10 @@ import torch.nn.functional as F
 from bench.context import TrainContext
 from bench.plugins import Splits
 from bench.tracks.text_robustness.backbone import DEFAULT_BACKBONE
+
+# The adversarial baselines' relative radius (per token, times the token's embedding norm), chosen on
+# rotten-tomatoes validation data by benchmarks/text_adv_radius.py (figures in its docstring).
+ADV_EPS = 0.05
 
 # One set of budgets for every text defense, so MVP and MLP-FT are always compared at equal cost.
 PROFILES = {"smoke": {"epochs": 1, "batch_size": 16, "max_length": 48, "lr": 1e-4},
@@ -25,26 +30,50 @@ class TextTrainParams:
     batch_size: int = 32
     lr: float = 5e-5
     weight_decay: float = 0.01
-    adv_eps: float = 0.0  # L2 radius in word-embedding space; 0 disables adversarial training
+    adv_eps: float = 0.0  # 0 disables adversarial training; the radius is relative (see adv_ball)
+    adv_ball: str = "token"  # "token": per-token L2 ball of radius eps * ||e_token||; "sequence": one L2 ball of eps
     adv_steps: int = 1
-    adv_step_ratio: float = 1.5  # step size = ratio * eps (MVP+Adv: 1.5 eps, one step)
+    adv_step_ratio: float = 1.5  # step size = ratio * radius (MVP+Adv: 1.5 eps, one step)
+
+
+def adv_radius(embeds: torch.Tensor, keep: torch.Tensor, p: TextTrainParams) -> torch.Tensor:
+    """The radius of each token's ball (N, L, 1): eps times the token's own embedding norm ("token", FreeLB-
+    style: a fixed eps would be a huge move for a short-norm embedding and nothing for a long one; MiniLM's
+    norms are ~1.1, so eps 1.0 over a whole sequence could replace a sentiment word), zero on padding."""
+    return p.adv_eps * embeds.detach().norm(dim=-1, keepdim=True) * keep
 
 
 def embedding_pgd(model, batch, embeds: torch.Tensor, y: torch.Tensor, p: TextTrainParams) -> torch.Tensor:
-    """A perturbation of the (non-padding) word embeddings within an L2 ball of radius ``adv_eps`` per
-    sequence that raises the loss: ``adv_steps`` normalised-gradient steps from zero, projected each step."""
+    """A perturbation of the (non-padding) word embeddings that raises the loss: ``adv_steps`` normalised-
+    gradient steps from zero, projected each step onto the ball of ``adv_ball`` (per token by default)."""
+    if p.adv_ball not in ("token", "sequence"):
+        raise ValueError(f"adv_ball must be 'token' or 'sequence', not {p.adv_ball!r}")
     keep = batch.mask.unsqueeze(-1).to(embeds.dtype)
+    radius = adv_radius(embeds, keep, p)
     delta = torch.zeros_like(embeds, requires_grad=True)
     base = embeds.detach()
     for _ in range(p.adv_steps):
         loss = F.cross_entropy(model.logits_from(batch, base + delta), y)
         grad, = torch.autograd.grad(loss, delta)
         grad = grad * keep
-        step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1)
-        delta = delta.detach() + p.adv_step_ratio * p.adv_eps * step
-        scale = (p.adv_eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
-        delta = (delta * scale.view(-1, 1, 1)).requires_grad_(True)
+        if p.adv_ball == "token":
+            step = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            delta = delta.detach() + p.adv_step_ratio * radius * step
+            scale = (radius / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+            delta = (delta * scale).requires_grad_(True)
+        else:
+            step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+            delta = delta.detach() + p.adv_step_ratio * p.adv_eps * step
+            scale = (p.adv_eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+            delta = (delta * scale.view(-1, 1, 1)).requires_grad_(True)
     return delta.detach()
+
+
+def text_identity(backbone: str) -> dict:
+    """What a text defense adds to its records and cache key: its backbone's masked-LM gate."""
+    from bench.tracks.text_robustness.pretrain_mlm import backbone_gate
+
+    return {"masked_lm": backbone_gate(backbone)}
 
 
 @torch.no_grad()

@@ -63,7 +63,7 @@ def test_merged_adapters_give_the_unmerged_outputs():
     assert (from_file_form - load_mlm(pretrained=False)[0].eval()(**batch).logits).abs().max() > 1e-2
 
 
-def test_tiny_pretraining_lowers_heldout_loss_and_ships_small(tmp_path, corpus):
+def test_tiny_pretraining_lowers_heldout_loss_and_ships_small(tmp_path, corpus, monkeypatch):
     data = dict(corpus, train=corpus["train"][:400], heldout=corpus["heldout"][:32], rt_val_x=corpus["rt_val_x"][:32],
                 rt_val_y=corpus["rt_val_y"][:32])
     pretrain_mlm.write_corpus(data, tmp_path / "corpus.json.gz")
@@ -79,3 +79,16 @@ def test_tiny_pretraining_lowers_heldout_loss_and_ships_small(tmp_path, corpus):
     mlm, _ = load_mlm(adapters=file)  # what the suite loads: merged, with the gate in its metadata
     assert mlm.masked_lm_meta["gate"] == report["gate"]
     assert not any("lora" in n for n, _ in mlm.named_parameters())
+
+    from bench.tracks.text_robustness import backbone
+    from bench.tracks.text_robustness.training import text_identity
+
+    monkeypatch.setattr(backbone, "ADAPTER_FILE", file)  # as if shipped: every text record carries its gate
+    pretrain_mlm.backbone_gate.cache_clear()
+    try:
+        identity = text_identity("minilm")["masked_lm"]
+    finally:
+        pretrain_mlm.backbone_gate.cache_clear()
+    assert identity["file"] == file.name and len(identity["sha256"]) == 64
+    assert identity["heldout_mlm_loss"] == report["gate"]["heldout_mlm_loss"]
+    assert identity["passes"] is False and identity["goals"]["heldout_mlm_loss_max"] == 3.5

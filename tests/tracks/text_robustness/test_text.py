@@ -206,7 +206,7 @@ def test_embedding_pgd_stays_in_the_ball_and_raises_the_loss(tiny_backbone, tiny
     model = MLPClassifier(tiny_backbone, 2, max_length=24).eval()
     batch = model.prepare(tiny_data.test_x)
     emb, y = model.embed(batch).detach(), tiny_data.test_y
-    delta = embedding_pgd(model, batch, emb, y, TextTrainParams(adv_eps=0.5))
+    delta = embedding_pgd(model, batch, emb, y, TextTrainParams(adv_eps=0.5, adv_ball="sequence"))
     assert (delta.flatten(1).norm(dim=1) <= 0.5 + 1e-5).all() and (delta[batch.mask == 0] == 0).all()
     with torch.no_grad():
         assert F.cross_entropy(model.logits_from(batch, emb + delta), y) > F.cross_entropy(model.logits_from(batch, emb), y)
