@@ -27,18 +27,9 @@ NEG = ["a dull and boring film", "truly awful acting here", "boring mess for eve
 
 @pytest.fixture(scope="module")
 def tiny_backbone(tmp_path_factory):
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from fake_data import tiny_bert
 
-    from bench.tracks.text_robustness.backbone import backbone_path
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(backbone_path("minilm"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
-    BertForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")

