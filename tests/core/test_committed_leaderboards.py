@@ -17,7 +17,6 @@ KNOWN_STALE = {
     "domain-shift/fashion-dg.md (full profile)",
     "image-robustness/fashion-dg.md (full profile)",
     "image-robustness/fashion-mnist.md (full profile)",
-    "text-robustness/rotten-tomatoes.md (quick profile)",
     "unlearning/fashion-mnist-class.md (quick profile)",
     "unlearning/fashion-mnist-noisy.md (quick profile)",
     "unlearning/fashion-mnist-random.md (quick profile)",
