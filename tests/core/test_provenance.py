@@ -10,7 +10,7 @@ import pytest
 from bench.cli import main
 from bench.provenance import table_problems
 
-SOURCE = Path(__file__).resolve().parents[2] / "leaderboards" / "records" / "text-robustness" / "bbc-news"
+SOURCE = Path(__file__).resolve().parents[2] / "leaderboards" / "records" / "text-robustness" / "rotten-tomatoes"
 CODE = {"bench.evaluate": "aaaa", "bench_defenses.text_robustness.mlp_ft": "bbbb"}
 
 
@@ -35,8 +35,8 @@ def test_rule_on_hand_made_records():
 @pytest.fixture
 def results(tmp_path):
     if not SOURCE.is_dir():
-        pytest.skip("no committed bbc-news records")
-    target = tmp_path / "records" / "text-robustness" / "bbc-news"
+        pytest.skip("no committed rotten-tomatoes records")
+    target = tmp_path / "records" / "text-robustness" / "rotten-tomatoes"
     shutil.copytree(SOURCE, target)
     for path in target.rglob("*.json"):  # one clean commit, one code version
         record = json.loads(path.read_text())
@@ -63,7 +63,7 @@ def test_check_fails_on_a_dirty_commit(results, capsys):
     _edit(results, git_commit="d" * 40 + "+dirty")
     assert main(["leaderboard", "--check", "--results", str(results)]) == 1
     out = capsys.readouterr().out
-    assert "provenance: text-robustness/bbc-news.md (full profile)" in out and "+dirty" in out
+    assert "provenance: text-robustness/rotten-tomatoes.md (quick profile)" in out and "+dirty" in out
     assert main(["leaderboard", "--check", "--no-provenance", "--results", str(results)]) == 0
 
 
@@ -74,7 +74,7 @@ def test_check_fails_on_mixed_code_versions(results, capsys):
 
 
 def test_check_fails_on_table_drift(results, capsys):
-    table = results / "text-robustness" / "bbc-news.md"
+    table = results / "text-robustness" / "rotten-tomatoes.md"
     table.write_text(table.read_text().replace("mlp-ft", "mlp-ft (edited)", 1))
     assert main(["leaderboard", "--check", "--results", str(results)]) == 1
-    assert "bbc-news.md (differs from the records)" in capsys.readouterr().out
+    assert "rotten-tomatoes.md (differs from the records)" in capsys.readouterr().out
