@@ -83,9 +83,14 @@ def fab_run(model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, eps: 
     fooled_out = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     idx = torch.arange(len(x), device=x.device)
     xs, ys, ts, xk = x, y, target, x0
-    for _ in range(steps):
-        if len(idx) == 0:
-            break
+    done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for step in range(steps):
+        if step % COMPACT_EVERY == 0 and step:
+            xs, ys, ts, xk, idx, done = _compact(out, fooled_out, x_done, xs, ys, ts, xk, idx, done)
+            if len(idx) == 0:
+                break
+        if step % COMPACT_EVERY == 0:
+            x_done = xs.clone()  # per example, its first misclassified iterate within the ball, this block
         f, g, _ = _diff_and_grad(model, xk, ys, ts)
         w = g.flatten(1)
         xk_f, xs_f = xk.flatten(1), xs.flatten(1)
@@ -98,16 +103,29 @@ def fab_run(model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, eps: 
         x_new = ((1 - alpha) * (xk_f + eta * d_i) + alpha * (xs_f + eta * d_o)).clamp(*bounds).view_as(xk)
         with torch.no_grad():
             adversarial = model(x_new).argmax(1) != ys
-        done = adversarial & (norms(x_new - xs, norm) <= eps)
-        if bool(done.any()):
-            out[idx[done]] = x_new[done]
-            fooled_out[idx[done]] = True
-        back = per_example(adversarial & ~done, x_new)
+        newly = adversarial & (norms(x_new - xs, norm) <= eps) & ~done
+        x_done = torch.where(per_example(newly, x_new), x_new, x_done)
+        done = done | newly
+        back = per_example(adversarial & ~newly, x_new)
         xk = torch.where(back, (1 - beta) * xs + beta * x_new, x_new)
-        if bool(done.any()):
-            keep = ~done
-            idx, xs, ys, ts, xk = idx[keep], xs[keep], ys[keep], ts[keep], xk[keep]
+    if len(idx):
+        _compact(out, fooled_out, x_done, xs, ys, ts, xk, idx, done)
     return out, fooled_out
+
+
+# Steps between two compactions of the batch: dropping the finished examples needs the host to read which they
+# are (a sync); in between they stay in the batch, their result already kept.
+COMPACT_EVERY = 10
+
+
+def _compact(out, fooled_out, x_done, xs, ys, ts, xk, idx, done):
+    """Write the finished examples' results into ``out`` and drop them from the batch."""
+    hit = done.nonzero().squeeze(1)
+    if len(hit):
+        out[idx[hit]] = x_done[hit]
+        fooled_out[idx[hit]] = True
+    keep = ~done
+    return xs[keep], ys[keep], ts[keep], xk[keep], idx[keep], done[keep]
 
 
 @dataclass(frozen=True)

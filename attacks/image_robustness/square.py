@@ -84,12 +84,34 @@ def eta_pattern(s: int) -> torch.Tensor:
     return eta / eta.norm()
 
 
-def _draw(generator, n, high, device):
-    return torch.randint(0, high, (n,), generator=generator).to(device)
+# Iterations between two compactions of the batch: a compaction (dropping the fooled examples) needs the host to
+# read which were fooled, a sync; within a block the fooled ones stay in the batch, frozen, and the random draws
+# of the whole block are made at once and moved to the device in one copy per kind.
+BLOCK = 50
 
 
-def _signs(generator, shape, device, dtype):
-    return (torch.randint(0, 2, shape, generator=generator) * 2 - 1).to(device=device, dtype=dtype)
+def _signs(generator, shape):
+    return torch.randint(0, 2, shape, generator=generator) * 2 - 1
+
+
+def _iteration_draws(generator, norm: str, k: int, c: int, h: int, w: int, s: int) -> dict[str, torch.Tensor]:
+    """One iteration's random draws for k examples, on the CPU, in the order the paper's algorithm uses them."""
+    d = {"top": torch.randint(0, h - s + 1, (k,), generator=generator),
+         "left": torch.randint(0, w - s + 1, (k,), generator=generator)}
+    if norm == "l2":
+        d["top2"] = torch.randint(0, h - s + 1, (k,), generator=generator)
+        d["left2"] = torch.randint(0, w - s + 1, (k,), generator=generator)
+        d["flip"] = torch.rand(k, generator=generator) < 0.5
+    d["rho"] = _signs(generator, (k, c, 1, 1))
+    return d
+
+
+def _block_draws(generator, norm, iterations, k, c, h, w, sides, device, dtype) -> list[dict[str, torch.Tensor]]:
+    """The draws of a block of iterations, one dict per iteration, moved to ``device`` in one copy per kind."""
+    per_it = [_iteration_draws(generator, norm, k, c, h, w, s) for s in sides]
+    stacked = {name: torch.stack([d[name] for d in per_it]).to(device) for name in per_it[0]}
+    stacked["rho"] = stacked["rho"].to(dtype)
+    return [{name: v[j] for name, v in stacked.items()} for j in range(len(iterations))]
 
 
 def square_attack(model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, queries: int, p_init: float,
@@ -111,7 +133,7 @@ def square_attack(model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str
     shape = x.shape[1:]
     device, dtype = x.device, x.dtype
     if norm == "linf":
-        delta = eps * _signs(generator, (n, c, 1, w), device, dtype).expand(n, c, h, w)
+        delta = eps * _signs(generator, (n, c, 1, w)).to(device=device, dtype=dtype).expand(n, c, h, w)
     else:
         delta = _l2_init(generator, n, c, h, w, device, dtype, eps)
     x_best = (x4 + delta).clamp(lo, hi)
@@ -121,28 +143,33 @@ def square_attack(model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str
     out[fooled] = x_best[fooled]
     idx = (~fooled).nonzero().squeeze(1)
     xs, ys, xb, mb = x4[idx], y[idx], x_best[idx], m_best[idx]
-    for i in range(1, queries):
-        if len(idx) == 0:
-            break
+    start = 1
+    while start < queries and len(idx):
         k = len(idx)
-        p = p_schedule(p_init, i, queries)
-        s = side(p, h, w, norm)
-        top, left = _draw(generator, k, h - s + 1, device), _draw(generator, k, w - s + 1, device)
-        if norm == "linf":
-            mask = _window_mask(k, h, w, s, top, left)
-            rho = _signs(generator, (k, c, 1, 1), device, dtype)
-            x_new = torch.where(mask, (xs + eps * rho).clamp(lo, hi), xb)
-        else:
-            x_new = _l2_step(generator, xs, xb, eps, s, top, left, bounds)
-        m_new, fooled = margin(model, x_new, ys, shape)
-        better = (m_new < mb) | fooled
-        xb = torch.where(per_example(better, xb), x_new, xb)
-        mb = torch.where(better, m_new, mb)
-        if bool(fooled.any()):
-            out[idx[fooled]] = x_new[fooled]
-            fooled_out[idx[fooled]] = True
-            keep = ~fooled
+        iterations = range(start, min(start + BLOCK, queries))
+        sides = [side(p_schedule(p_init, i, queries), h, w, norm) for i in iterations]
+        done = torch.zeros(k, dtype=torch.bool, device=device)
+        first_adv = xb.clone()  # per example, its first misclassified query of this block
+        for s, d in zip(sides, _block_draws(generator, norm, iterations, k, c, h, w, sides, device, dtype)):
+            if norm == "linf":
+                mask = _window_mask(k, h, w, s, d["top"], d["left"])
+                x_new = torch.where(mask, (xs + eps * d["rho"]).clamp(lo, hi), xb)
+            else:
+                x_new = _l2_step(xs, xb, eps, s, d, bounds)
+            m_new, fooled = margin(model, x_new, ys, shape)
+            fooled &= ~done
+            better = ((m_new < mb) | fooled) & ~done
+            xb = torch.where(per_example(better, xb), x_new, xb)
+            mb = torch.where(better, m_new, mb)
+            first_adv = torch.where(per_example(fooled, x_new), x_new, first_adv)
+            done |= fooled
+        hit = done.nonzero().squeeze(1)  # the block's one sync
+        if len(hit):
+            out[idx[hit]] = first_adv[hit]
+            fooled_out[idx[hit]] = True
+            keep = ~done
             idx, xs, ys, xb, mb = idx[keep], xs[keep], ys[keep], xb[keep], mb[keep]
+        start = iterations.stop
     return out.reshape(x.shape), fooled_out
 
 
@@ -156,24 +183,27 @@ def _l2_init(generator, n, c, h, w, device, dtype, eps):
     for a in range(h // s):
         for b in range(w // s):
             r, q = top0 + a * s, left0 + b * s
-            delta[:, :, r:r + s, q:q + s] += eta * _signs(generator, (n, c, 1, 1), "cpu", torch.float32)
+            delta[:, :, r:r + s, q:q + s] += eta * _signs(generator, (n, c, 1, 1))
     delta = delta.to(device=device, dtype=dtype)
     return delta * per_example(eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12), delta)
 
 
-def _l2_step(generator, xs, xb, eps, s, top, left, bounds):
-    """One draw of the paper's L2 distribution (Algorithm 3) for each example, then clamped to the box."""
+@functools.cache
+def _eta_on(s: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return eta_pattern(s).to(device=device, dtype=dtype)  # once per side and device: no copy per query
+
+
+def _l2_step(xs, xb, eps, s, d, bounds):
+    """One draw of the paper's L2 distribution (Algorithm 3) for each example (the draws ``d``: windows
+    top/left and top2/left2, the pattern's orientation flip, the signs rho), then clamped to the box."""
     k, c, h, w = xs.shape
-    device, dtype = xs.device, xs.dtype
     nu = xb - xs
-    top2, left2 = _draw(generator, k, h - s + 1, device), _draw(generator, k, w - s + 1, device)
-    m1 = _window_mask(k, h, w, s, top, left)
-    m2 = _window_mask(k, h, w, s, top2, left2)
-    eta = eta_pattern(s).to(device=device, dtype=dtype)
-    flip = torch.rand(k, generator=generator).to(device) < 0.5
-    etas = torch.where(flip[:, None, None], eta.t()[None], eta[None])  # (k, s, s)
-    pattern = _place(etas, h, w, top, left)  # (k, 1, h, w)
-    rho = _signs(generator, (k, c, 1, 1), device, dtype)
+    m1 = _window_mask(k, h, w, s, d["top"], d["left"])
+    m2 = _window_mask(k, h, w, s, d["top2"], d["left2"])
+    eta = _eta_on(s, xs.device, xs.dtype)
+    etas = torch.where(d["flip"][:, None, None], eta.t()[None], eta[None])  # (k, s, s)
+    pattern = _place(etas, h, w, d["top"], d["left"])  # (k, 1, h, w)
+    rho = d["rho"]
     unused = (eps ** 2 - nu.flatten(1).pow(2).sum(1)).clamp_min(0.0)  # (k,)
     w1 = nu * m1
     w1_norm = w1.flatten(2).norm(dim=2)[:, :, None, None]  # per channel

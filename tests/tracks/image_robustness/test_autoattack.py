@@ -126,18 +126,20 @@ def run(name, model, x, y, eps=None, seed=0, sets=()):
 
 @pytest.mark.parametrize("name", NEW)
 def test_breaks_an_undefended_model(digits, name):
-    """Measured (smoke budgets, linf 0.2 / l2 1.5): clean 97 %; APGD-T, FAB-T 0 %, Square ~30 %, Square-L2
-    ~16 %, the others <= 1 %."""
+    """Measured (smoke budgets, linf 0.2 / l2 1.5): clean 95 %; APGD-T, FAB-T 0 %, Square-L2 7-10 %, the others
+    <= 1 %. Square at the smoke budget (50 queries) leaves 42-48 % over seeds 0-3, too close to the bound to
+    test: it gets 500 queries here."""
     model, x, y = digits
     clean = robust(model, x, y)
     rng = torch.random.get_rng_state()
-    x_adv, rob = run(name, model, x, y)
+    x_adv, rob = run(name, model, x, y, sets=["square.queries=500"] if name == "square" else ())
     assert torch.equal(rng, torch.random.get_rng_state()), "the global RNG must be left alone"
     assert clean.float().mean() > 0.9
     assert not (rob & ~clean).any(), "robust but misclassified clean"
     assert rob.float().mean() < 0.5 * clean.float().mean(), f"{name}: {rob.float().mean():.3f}"
     assert torch.equal(x_adv[~clean], x[~clean]), "clean errors are returned unchanged"
-    x_again = attack(name).perturb(model, x, y, EPS[attack(name).norm], ctx(0))
+    sets = ["square.queries=500"] if name == "square" else ()
+    x_again = attack(name, sets=sets).perturb(model, x, y, EPS[attack(name).norm], ctx(0))
     assert torch.equal(x_adv, x_again), "same seed, same adversarial examples"
 
 
@@ -167,10 +169,11 @@ def test_more_targets_and_steps_break_more(digits):
 
 @pytest.mark.parametrize("name", ("square", "square-l2"))
 def test_square_needs_no_gradient(digits, name):
-    """Measured: 30 % (linf 0.2) and 16 % (l2 1.5) robust, as on the plain model."""
+    """Breaks the model through a wrapper that refuses gradients as it does the plain model (500 queries for
+    Square L-inf, as in ``test_breaks_an_undefended_model``)."""
     model, x, y = digits
     box = BlackBox(model).eval()
-    _, rob = run(name, box, x, y)
+    _, rob = run(name, box, x, y, sets=["square.queries=500"] if name == "square" else ())
     assert box.graph_calls == 0
     assert rob.float().mean() < 0.5 * robust(model, x, y).float().mean()
     with pytest.raises(RuntimeError, match="no gradient"):  # the wrapper does refuse gradients

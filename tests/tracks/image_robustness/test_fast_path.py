@@ -100,6 +100,27 @@ def test_graphed_apgd_equals_eager(monkeypatch):
     assert torch.equal(first, eager) and torch.equal(second, eager)
 
 
+@pytest.mark.gpu
+@needs_cuda
+def test_graphed_cw_l2_equals_eager(monkeypatch):
+    from bench_attacks.image_robustness.cw import CWParams, cw_l2
+
+    model, x, y = _fitted_cnn("cuda", "cnn", (1, 28, 28))
+    params = CWParams(binary_search_steps=3, steps=40, initial_const=0.1)
+
+    def run():
+        return cw_l2(model, x, y, 1.0, params, (0.0, 1.0))
+
+    eager, first, second = _eager_and_graphed(monkeypatch, run)
+    assert cuda_graphs._GRAPHS.get(model), "the graphed path did not run"
+    with torch.no_grad():
+        fooled = model(eager).argmax(1) != y
+        assert 0 < int(fooled.sum()) < len(x), "the probe needs both outcomes"
+        for got in (first, second):  # Adam's normalised steps carry last-bit differences, as L2 PGD's
+            same = (model(got).argmax(1) == model(eager).argmax(1)).float().mean()
+            assert same >= 0.98, float(same)
+
+
 class _HostSync(nn.Module):
     """A model that reads a value on the host inside its forward: cannot be captured."""
 

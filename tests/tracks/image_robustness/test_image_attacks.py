@@ -207,3 +207,27 @@ def test_worst_case_refuses_other_norms(data, registry, cls, params):
     model, x, y = data
     with pytest.raises(ValueError, match="sub-attack"):
         cls(params).perturb(model, x, y, 0.1, ctx_for(registry))
+
+
+@pytest.mark.parametrize("eps,const", [(0.5, 0.1), (1.0, 1e-3)])
+def test_cw_l2_has_foolbox_s_outcome(data, eps, const):
+    """The suite's C&W L2 is the paper's algorithm as foolbox implements it (same Adam, binary search and early
+    abort): the same per-example outcome on the same model (measured: identical on a trained CNN too)."""
+    import foolbox
+
+    from bench_attacks.image_robustness.cw import CWParams, cw_l2
+
+    model, x, y = data
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = CWParams(binary_search_steps=3, steps=30, initial_const=const)
+    reference = foolbox.attacks.L2CarliniWagnerAttack(binary_search_steps=3, steps=30, stepsize=0.01,
+                                                      confidence=0.0, initial_const=const)
+    _, (theirs,), _ = reference(foolbox.PyTorchModel(model, bounds=BOUNDS), x, y, epsilons=[eps])
+    ours = cw_l2(model, x, y, eps, params, BOUNDS)
+    with torch.no_grad():
+        fooled_theirs, fooled_ours = model(theirs).argmax(1) != y, model(ours).argmax(1) != y
+    assert 0 < int(fooled_ours.sum()) < len(x), "the probe needs both outcomes"
+    assert torch.equal(fooled_ours, fooled_theirs)
+    found = fooled_ours  # foolbox returns a point eps away from x where it found nothing; the suite returns x
+    assert torch.allclose(ours[found], theirs[found], atol=1e-4)
