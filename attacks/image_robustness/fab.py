@@ -84,13 +84,13 @@ def fab_run(model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, eps: 
     idx = torch.arange(len(x), device=x.device)
     xs, ys, ts, xk = x, y, target, x0
     done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    x_done = xs.clone()  # per example, its first misclassified iterate within the ball, this block
     for step in range(steps):
         if step % COMPACT_EVERY == 0 and step:
             xs, ys, ts, xk, idx, done = _compact(out, fooled_out, x_done, xs, ys, ts, xk, idx, done)
             if len(idx) == 0:
                 break
-        if step % COMPACT_EVERY == 0:
-            x_done = xs.clone()  # per example, its first misclassified iterate within the ball, this block
+            x_done = xs.clone()
         f, g, _ = _diff_and_grad(model, xk, ys, ts)
         w = g.flatten(1)
         xk_f, xs_f = xk.flatten(1), xs.flatten(1)
