@@ -4,12 +4,16 @@
 # --python-version 3.12 --only-binary=:all: -d .whl ...`) and the Fashion-MNIST files (.data/FashionMNIST/raw)
 # travel with the repository in ignored folders.
 # Usage: OUT=<folder for results> BENCH_GIT_COMMIT=<sha> [SUITES="full mtard-full ..."] scripts/gpu_full_run.sh [extra `bench run` args]
+# RESULTS=<folder outside the checkout> keeps records and trained models across calls to a warm host (seeded once
+# from the committed records, so finished cells are skipped); a later call resumes where the last one stopped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+RESULTS=${RESULTS:-leaderboards}
+if [ ! -d "$RESULTS/records" ]; then mkdir -p "$RESULTS" && cp -r leaderboards/records leaderboards/artifacts "$RESULTS"/; fi
+[ -d /tmp/site/bench ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 # matplotlib (MTARD's trajectory plot, the SYN digits' fonts) if the host lacks it: wheels in .data/mpl
-python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site .data/mpl/*.whl
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .
+python3 -c "import matplotlib" 2>/dev/null || [ -d /tmp/site/matplotlib ] || python3 -m pip install -q --no-index --no-deps --target /tmp/site .data/mpl/*.whl
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target /tmp/site .
 export PYTHONPATH=/tmp/site BENCH_DATA="$PWD/.data" BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # SETUP_ONLY=1: install and stop (for callers that run their own commands, e.g. benchmarks/gpu_speed.py --suites).
@@ -22,10 +26,11 @@ for suite in ${SUITES:-full}; do
   left=$(( end - $(date +%s) ))
   [ "$left" -gt 10 ] || { echo "no time left for suite $suite"; break; }
   echo "== suite $suite ($left s left)"
-  timeout "$left" python3 -m bench.cli --results leaderboards run --suite "$suite" --device cuda \
+  timeout "$left" python3 -m bench.cli --results "$RESULTS" run --suite "$suite" --device cuda \
       ${JOBS:+--jobs "$JOBS"} "$@"
   echo "bench exit ($suite): $?"
 done
+pkill -f "bench.cli" 2>/dev/null  # lanes of a suite cut short: the next call reruns their cells
 # Records, logs and small artifacts come back; trained models stay (set KEEP_CACHE=1 to bring them too).
-tar czf "$OUT/full_records.tgz" -C leaderboards records $(test -d leaderboards/artifacts && echo artifacts) \
-    $(test -d leaderboards/logs && echo logs) ${KEEP_CACHE:+cache}
+tar czf "$OUT/full_records.tgz" -C "$RESULTS" records $(test -d "$RESULTS/artifacts" && echo artifacts) \
+    $(test -d "$RESULTS/logs" && echo logs) ${KEEP_CACHE:+cache}
