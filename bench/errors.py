@@ -19,3 +19,11 @@ class InvariantViolation(RuntimeError):
 
 class NotCertifiable(Exception):
     """A certifier cannot bound this model (e.g. an unsupported layer): recorded as such, not as a crash."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a device or host out-of-memory error, however a library wrapped it (auto_LiRPA's
+    TorchScript re-raises CUDA's as a plain RuntimeError): a matter of load, not of the model."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

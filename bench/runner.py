@@ -19,7 +19,7 @@ from typing import Any
 
 from bench import hashing, hparams, validate
 from bench.tables import metric_label
-from bench.errors import InvariantViolation, NotCertifiable, UsageError
+from bench.errors import InvariantViolation, NotCertifiable, UsageError, out_of_memory
 from bench.plugins import PROFILES, Attack, Certifier, Dataset, Defense, Evaluation, Evaluator
 from bench.records import load_record, pack_mask, read_record, record_path, unpack_mask, write_record
 
@@ -155,21 +155,40 @@ def plan(registry, sel: Selection) -> Plan:
         for d_name, d_cls in defenses.items():
             for seed in sel.seeds:
                 defense = d_cls(params[d_name])
-                cells = [make_cell(sel.profile, seed, ds, defense, a_cls(params[a_name]))
-                         for a_name, a_cls in attacks.items()]
+                cells = []
+                for a_name, a_cls in attacks.items():
+                    attack = a_cls(params[a_name])
+                    cells.append(make_cell(sel.profile, seed, ds, defense, attack,
+                                           components(registry, attack, sel.profile)))
                 jobs.append(ModelJob(ds, defense, seed, cells))
     return Plan(sel.profile, jobs)
 
 
-def make_cell(profile: str, seed: int, dataset: Dataset, defense: Defense, attack: Evaluation) -> Cell:
+def components(registry, attack: Evaluation, profile: str) -> list:
+    """A composite attack's components (a worst case's attacks), each loaded with ``profile``'s hyperparameters;
+    [] for any other evaluation."""
+    if not isinstance(attack, Attack):
+        return []
+    out = []
+    for name in attack.components():
+        cls = registry.load("attack", name)
+        out.append(cls(hparams.resolve({name: cls}, profile, [])[name]))
+    return out
+
+
+def make_cell(profile: str, seed: int, dataset: Dataset, defense: Defense, attack: Evaluation,
+              parts: list = ()) -> Cell:
     """One cell: its eps (the dataset's budgets for the attack's norm, plus the sweep for curve attacks), the id
-    of its config and the key of its result (config, model and code)."""
+    of its config and the key of its result (config, model and code). A composite's result depends on its
+    components (``parts``): their configs and code are in its key too."""
     eps = () if attack.norm is None else tuple(sorted(
         set(dataset.epsilons[attack.norm]) | (set(dataset.sweep.get(attack.norm, ())) if attack.curve else set())))
     config = {"profile": profile, "seed": seed, "dataset": _config(dataset), "defense": _config(defense),
               "attack": _config(attack), "epsilons": eps}
+    if parts:
+        config["components"] = [_config(p) for p in parts]
     config_id = hashing.digest(config)
-    code = hashing.code_version(type(attack).__module__, *EVAL_CODE)
+    code = hashing.code_version(type(attack).__module__, *(type(p).__module__ for p in parts), *EVAL_CODE)
     key = hashing.digest({"config_id": config_id, "model": model_key(defense, dataset, seed), "code": code})
     return Cell(attack, eps, config_id, key)
 
@@ -184,6 +203,11 @@ def model_key(defense: Defense, dataset: Dataset, seed: int) -> str:
     if identity := defense.identity():  # e.g. the sha256 of a checkpoint file: its content, not its path
         key["identity"] = identity
     return hashing.digest(key)
+
+
+# A cell that runs out of GPU memory is tried again this many times, after a pause growing by this many seconds.
+OOM_RETRIES = 2
+OOM_WAIT_S = 5.0
 
 
 class Runner:
@@ -325,13 +349,37 @@ class Runner:
                         self.summary.append(self._summary_row(job, cell, read_record(
                             record_path(self.records, self._skeleton(job, cell, plan.profile)))))
                         continue
-                    try:
-                        self._evaluate(job, cell, plan.profile, model, meta, clean)
-                    except NotCertifiable as exc:
-                        self._not_certifiable(job, cell, plan.profile, exc)
-                    except Exception as exc:
-                        self._fail(job, cell, plan.profile, exc, stage="evaluation")
+                    self._evaluate_with_retries(job, cell, plan.profile, model, meta, clean)
         return 1 if self.failed else 0
+
+    def _evaluate_with_retries(self, job: ModelJob, cell: Cell, profile: str, model, meta: dict, clean) -> None:
+        """One cell, its record or its failure. Out of memory on a GPU shared by lanes is often a passing peak of
+        another lane: the cell is tried again, up to ``OOM_RETRIES`` times, after this process hands its cached
+        blocks back; any other error fails the cell at once."""
+        for attempt in range(OOM_RETRIES + 1):
+            try:
+                self._evaluate(job, cell, profile, model, meta, clean)
+            except NotCertifiable as exc:
+                self._not_certifiable(job, cell, profile, exc)
+            except Exception as exc:
+                if attempt < OOM_RETRIES and out_of_memory(exc):
+                    self.say(f"  {cell.attack.name}: out of memory; trying again ({attempt + 1} of {OOM_RETRIES})")
+                    self._release_memory()
+                    time.sleep(OOM_WAIT_S * (attempt + 1))
+                    continue
+                self._fail(job, cell, profile, exc, stage="evaluation")
+            self._release_memory()
+            return
+
+    def _release_memory(self) -> None:
+        """Hand the allocator's cached blocks back to the GPU after a cell, so lanes sharing it can use them."""
+        if self.device.type == "cuda":
+            import gc
+
+            import torch
+
+            gc.collect()
+            torch.cuda.empty_cache()
 
     def fail_unfinished(self, job: ModelJob, profile: str, exc: BaseException, stage: str) -> None:
         """Fail the job's cells that have no finished record (e.g. its worker process died)."""
@@ -436,7 +484,7 @@ class Runner:
 
     def _parts(self, attack, profile: str) -> list:
         """A composite attack's components (a worst case's attacks), loaded with this run's profile; else []."""
-        return [self._plugin(name, profile) for name in attack.components()] if isinstance(attack, Attack) else []
+        return components(self.registry, attack, profile)
 
     def _definition(self, attack, profile: str) -> str:
         parts = self._parts(attack, profile)
@@ -483,7 +531,7 @@ class Runner:
 
     def _stored_mask(self, job: ModelJob, attack, eps: float, profile: str, n: int):
         """The outcome stored in ``attack``'s own record for this model, if finished under the current code."""
-        cell = make_cell(profile, job.seed, job.dataset, job.defense, attack)
+        cell = make_cell(profile, job.seed, job.dataset, job.defense, attack, self._parts(attack, profile))
         record = read_record(record_path(self.records, self._skeleton(job, cell, profile)))
         if record is None or record.get("key") != cell.key or record.get("status") != "ok":
             return None
@@ -534,7 +582,8 @@ class Runner:
                            "definition": a.describe()},
                 # What the provenance rule of `bench leaderboard --check` compares across a table's records.
                 "code": hashing.code_hashes(type(job.defense).__module__, type(job.dataset).__module__,
-                                            type(a).__module__, *EVAL_CODE)}
+                                            type(a).__module__, *(type(p).__module__ for p in self._parts(a, profile)),
+                                            *EVAL_CODE)}
 
     def _finish(self, job: ModelJob, cell: Cell, record: dict) -> None:
         """Every cell ends here: its record, with provenance (and the sha256 of the data files the dataset read),

@@ -266,3 +266,28 @@ class MaskedStandard(Defense):
 
 
 EXTRA["defense"].update({"masked": "plugins_for_tests:MaskedStandard"})
+
+
+class OutOfMemoryOnce(Attack):
+    """Raises a CUDA-style out-of-memory error (as auto_LiRPA's TorchScript wraps it: a plain RuntimeError) the
+    first ``$BENCH_TEST_OOM_TIMES`` times it runs in a results folder, then runs like FGSM."""
+
+    track = "image-robustness"
+    norm = "linf"
+
+    def perturb(self, model, x, y, eps, ctx):
+        import os
+        from pathlib import Path
+
+        counter = Path(os.environ["BENCH_TEST_OOM_COUNTER"])
+        seen = int(counter.read_text()) if counter.exists() else 0
+        if seen < int(os.environ.get("BENCH_TEST_OOM_TIMES", "1")):
+            counter.write_text(str(seen + 1))
+            raise RuntimeError("The following operation failed in the TorchScript interpreter.\n"
+                               "RuntimeError: CUDA out of memory. Tried to allocate 6.12 GiB.")
+        x = x.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        return (x + eps * x.grad.sign()).clamp(*ctx.bounds).detach()
+
+
+EXTRA["attack"].update({"oom-once": "plugins_for_tests:OutOfMemoryOnce"})

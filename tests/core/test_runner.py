@@ -213,3 +213,27 @@ def test_cache_keys_depend_on_the_code_not_on_where_it_sits_or_its_comments():
     edited = code.replace("# why", "# another reason").replace("Doc.", "Other doc.")
     changed = code.replace("+ 1", "+ 2")
     assert _normalised(code) == _normalised(moved) == _normalised(edited) != _normalised(changed)
+
+
+def test_a_worst_case_s_key_and_code_name_its_components(registry, tmp_path):
+    """A worst case is computed from its components' outcomes: a change of a component's hyperparameters or
+    code must make it a new cell (not a finished one), and its record names the components' modules."""
+    import dataclasses
+
+    from bench.runner import components, make_cell
+
+    sel = Selection(defenses=("standard",), attacks=("worst-case",), datasets=("uci-digits",), profile="smoke")
+    job = plan(registry, sel).jobs[0]
+    (cell,) = job.cells
+    parts = components(registry, cell.attack, "smoke")
+    assert [p.name for p in parts] == list(cell.attack.params.attacks)
+    again = make_cell("smoke", job.seed, job.dataset, job.defense, cell.attack, parts)
+    assert again.key == cell.key
+    changed = [type(parts[0])(dataclasses.replace(parts[0].params, steps=7))] + parts[1:]
+    assert make_cell("smoke", job.seed, job.dataset, job.defense, cell.attack, changed).key != cell.key
+    assert make_cell("smoke", job.seed, job.dataset, job.defense, cell.attack).key != cell.key  # code of the parts
+    runner = Runner(registry, tmp_path, device="cpu")
+    assert runner.execute(plan(registry, sel)) == 0
+    (path,) = [p for p in (tmp_path / "records").rglob("*.json") if "/worst-case-" in p.as_posix()]
+    code = json.loads(path.read_text())["code"]
+    assert {type(p).__module__ for p in parts} <= set(code)

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from bench.errors import NotCertifiable
+from bench.errors import NotCertifiable, out_of_memory
 
 APPLIED: list[str] = []
 _READY: list[Any] = []  # the patched module, once import_auto_lirpa() has succeeded
@@ -245,6 +245,8 @@ def not_certifiable_on_failure(model: nn.Module, what: str) -> Iterator[None]:
     except (NotCertifiable, MemoryError, torch.cuda.OutOfMemoryError):
         raise
     except Exception as exc:
+        if out_of_memory(exc):  # a matter of load (other lanes, the batch size), not of the model
+            raise
         raise NotCertifiable(f"{unsupported_layer(model)} ({what} with auto_LiRPA "
                              f"{getattr(sys.modules.get('auto_LiRPA'), '__version__', '?')}: "
                              f"{describe_failure(exc, collect.ops)})") from exc
