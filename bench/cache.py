@@ -55,7 +55,8 @@ class ModelCache:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def save(self, key: str, model, meta: dict[str, Any]) -> None:
+    def save(self, key: str, model, meta: dict[str, Any]) -> str:
+        """Write the weights, then the metadata; returns the weights' sha256."""
         from safetensors.torch import save_file
 
         weights, meta_path = self.paths(key)
@@ -68,7 +69,9 @@ class ModelCache:
             os.replace(tmp, weights)
         finally:
             Path(tmp).unlink(missing_ok=True)
-        write_json_atomic(meta_path, {**meta, "key": key, "sha256": _sha256(weights)})
+        digest = _sha256(weights)
+        write_json_atomic(meta_path, {**meta, "key": key, "sha256": digest})
+        return digest
 
     def load(self, key: str, model) -> dict[str, Any]:
         """Load weights into ``model``; return the metadata. Raise CorruptArtifact on any inconsistency."""

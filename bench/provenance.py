@@ -7,7 +7,9 @@ profile) -- the records that section shows. It violates the rule when
 1. a record's ``git_commit`` is missing or ends in ``+dirty`` (no commit holds the code that ran), or
 2. its records ran more than one version of the code they depend on: some module (a plugin's own module, its
    helpers, the numerical core; ``bench.hashing.code_hashes``) has two different source hashes among the
-   records that carry ``code``. Records that differ only in commit, with identical code hashes, are fine
+   records that carry ``code``, or evaluated two trainings of one model (different ``weights_sha256`` under
+   one ``model_key``: GPU training is not bit-reproducible). Records that differ only in commit, with identical
+   code hashes, are fine
    (a README edit between two runs invalidates nothing); records without ``code`` (written before it
    existed) must then all share one commit.
 """
@@ -43,6 +45,13 @@ def table_problems(records: list[dict]) -> list[str]:
     mixed = sorted(m for m, digests in versions.items() if len(digests) > 1)
     if mixed:
         problems.append(f"more than one code version of {', '.join(mixed)}")
+    weights: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        if digest := (r.get("defense") or {}).get("weights_sha256"):
+            weights[r["defense"].get("model_key", "")].add(digest)
+    if mixed_models := sorted(k for k, digests in weights.items() if len(digests) > 1):
+        problems.append(f"cells of {len(mixed_models)} model(s) evaluated on different trainings (weights sha256 "
+                        f"differ; model key {', '.join(k[:12] for k in mixed_models)})")
     legacy = {r.get("git_commit") for r in records if not r.get("code")}
     commits = {r.get("git_commit") for r in records}
     if legacy and len(commits) > 1:

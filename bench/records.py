@@ -6,7 +6,7 @@ A record (schema ``bench.record/1``)::
      "config_id": <sha256 of the cell config alone>, "status": "ok" | "failed",
      "track": "image-robustness", "profile": "quick", "seed": 0,
      "dataset": {"name", "params", "origin"},
-     "defense": {"name", "params", "origin", "model_key"},
+     "defense": {"name", "params", "origin", "model_key", "weights_sha256"},  # the evaluated weights file
      "attack":  {"name", "params", "origin", "norm", "definition"},
      "metrics": [{"name": "clean_acc", "value": 0.91, "n": 1000},
                  {"name": "robust_acc", "norm": "linf", "eps": 0.1, "value": 0.72, "n": 1000,

@@ -193,6 +193,12 @@ def make_cell(profile: str, seed: int, dataset: Dataset, defense: Defense, attac
     return Cell(attack, eps, config_id, key)
 
 
+def _same_weights(record: dict, weights: str | None) -> bool:
+    """False only when both the record and the caller name the model's weights, and they differ."""
+    stored = (record.get("defense") or {}).get("weights_sha256")
+    return weights is None or stored is None or stored == weights
+
+
 def _config(plugin) -> dict[str, Any]:
     return {"name": plugin.name, "params": hparams.as_dict(plugin.params)}
 
@@ -286,8 +292,7 @@ class Runner:
                 meta = {"defense": _config(defense), "dataset": _config(dataset), "seed": seed,
                         "train_s": train_s, "history": ctx.history, "device": str(self.device),
                         "created": _now()}
-                self.cache.save(key, model, meta)
-                meta = {**meta, "key": key, "cached": False}
+                meta = {**meta, "key": key, "cached": False, "sha256": self.cache.save(key, model, meta)}
         model.to(self.device).eval()
         for p in model.parameters():
             p.requires_grad_(False)  # attacks need input gradients only
@@ -307,7 +312,10 @@ class Runner:
             return self.model(cls(params), dataset, seed, profile)
 
     # ---- the grid -------------------------------------------------------------------------------------------
-    def done(self, job: ModelJob, cell: Cell, profile: str) -> bool:
+    def done(self, job: ModelJob, cell: Cell, profile: str, weights: str | None = None) -> bool:
+        """Whether the cell has a finished record under the current code -- and, given the sha256 of the model's
+        weights now in use, one made on these weights (a model trained again, e.g. on another GPU host, can
+        differ in the last bits: its cells are then all run again, so a row never mixes two trainings)."""
         if self.force:
             return False
         path = record_path(self.records, self._skeleton(job, cell, profile))
@@ -316,7 +324,7 @@ class Runner:
             self._reported.add(path)
             self.say(f"  damaged record {path}: {why}; its cell is run again")
         return (record is not None and record.get("key") == cell.key
-                and record.get("status") in ("ok", "not_certifiable"))
+                and record.get("status") in ("ok", "not_certifiable") and _same_weights(record, weights))
 
     def execute(self, plan: Plan) -> int:
         """Run the plan; 0 when every cell succeeded, 1 when some failed."""
@@ -341,11 +349,18 @@ class Runner:
                 for cell in pending:
                     self._fail(job, cell, plan.profile, exc, stage="training")
                 continue
+            trained_apart = [c for c in job.cells if c not in pending and not self.done(job, c, plan.profile,
+                                                                                      meta.get("sha256"))]
+            if trained_apart:
+                self.say(f"  {len(trained_apart)} finished cell(s) were made on other weights of this model: "
+                         "run again on these")
+                pending += trained_apart
+                pending.sort(key=lambda c: not isinstance(c.attack, Attack) or bool(c.attack.components()))
             for cell in pending:
                 # Another process on the same results folder may have finished the cell meanwhile (it waited
                 # for the model, or the grids overlap): the cell lock and a second look write each cell once.
                 with self.cache.lock(f"cell-{cell.key}"):
-                    if self.done(job, cell, plan.profile):
+                    if self.done(job, cell, plan.profile, meta.get("sha256")):
                         self.summary.append(self._summary_row(job, cell, read_record(
                             record_path(self.records, self._skeleton(job, cell, plan.profile)))))
                         continue
@@ -428,7 +443,7 @@ class Runner:
         eval_s = time.perf_counter() - start
         checked = int(clean_correct.sum()) * sum(1 for e in cell.epsilons if e > 0)
         masking = self._masking(job, model, clean_correct, metrics, parts, profile)
-        record = {**self._skeleton(job, cell, profile), "status": "ok", "metrics": metrics, "masking": masking,
+        record = {**self._skeleton(job, cell, profile, meta), "status": "ok", "metrics": metrics, "masking": masking,
                   "threat_model": {"norm": attack.norm, "epsilons": list(cell.epsilons),
                                    "checked": checked, "violations": violations},
                   "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"], "eval_s": eval_s,
@@ -533,7 +548,9 @@ class Runner:
         """The outcome stored in ``attack``'s own record for this model, if finished under the current code."""
         cell = make_cell(profile, job.seed, job.dataset, job.defense, attack, self._parts(attack, profile))
         record = read_record(record_path(self.records, self._skeleton(job, cell, profile)))
-        if record is None or record.get("key") != cell.key or record.get("status") != "ok":
+        weights = self._models.get(model_key(job.defense, job.dataset, job.seed), (None, {}))[1].get("sha256")
+        if (record is None or record.get("key") != cell.key or record.get("status") != "ok"
+                or not _same_weights(record, weights)):
             return None
         for entry in record.get("per_example") or []:
             if entry["definition"] == attack.describe() and abs(entry["eps"] - eps) <= 1e-12 and entry["n"] == n:
@@ -560,7 +577,7 @@ class Runner:
             if missing:
                 raise InvariantViolation(f"{cell.attack.name}: metric {m.get('name')!r} lacks {sorted(missing)}")
             metrics.append({**m, "value": float(m["value"]), "n": int(m["n"])})
-        record = {**self._skeleton(job, cell, profile), "status": "ok", "metrics": metrics,
+        record = {**self._skeleton(job, cell, profile, meta), "status": "ok", "metrics": metrics,
                   "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"],
                               "eval_s": time.perf_counter() - start, "clean_eval_s": clean_s}}
         if ctx.artifacts.exists():
@@ -570,13 +587,16 @@ class Runner:
             record["artifacts"] = str(ctx.artifacts)
         self._finish(job, cell, record)
 
-    def _skeleton(self, job: ModelJob, cell: Cell, profile: str) -> dict[str, Any]:
+    def _skeleton(self, job: ModelJob, cell: Cell, profile: str, meta: dict | None = None) -> dict[str, Any]:
+        """The record's identity; with the model's metadata, also the sha256 of the weights it evaluated (two
+        trainings of one model key on a GPU can differ in the last bits: a table must not mix them)."""
         a = cell.attack
+        weights = {"weights_sha256": meta["sha256"]} if meta and meta.get("sha256") else {}
         return {"key": cell.key, "config_id": cell.config_id, "track": cell.attack.track,
                 "profile": profile, "seed": job.seed,
                 "dataset": {**_config(job.dataset), "origin": _origin(self.registry, "dataset", job.dataset.name)},
                 "defense": {**_config(job.defense), "origin": _origin(self.registry, "defense", job.defense.name),
-                            "model_key": model_key(job.defense, job.dataset, job.seed),
+                            "model_key": model_key(job.defense, job.dataset, job.seed), **weights,
                             **({"identity": job.defense.identity()} if job.defense.identity() else {})},
                 "attack": {**_config(a), "origin": _origin(self.registry, "attack", a.name), "norm": a.norm,
                            "definition": a.describe()},

@@ -78,3 +78,17 @@ def test_check_fails_on_table_drift(results, capsys):
     table.write_text(table.read_text().replace("mlp-ft", "mlp-ft (edited)", 1))
     assert main(["leaderboard", "--check", "--results", str(results)]) == 1
     assert "rotten-tomatoes.md (differs from the records)" in capsys.readouterr().out
+
+
+def test_a_table_that_mixes_two_trainings_of_one_model_fails():
+    """Same code, same commit, but the cells of one model key evaluated two different weight files (a model
+    trained again on another GPU host): the table does not describe one model."""
+    from bench.provenance import table_problems
+
+    def record(attack, weights):
+        return {"git_commit": "a" * 40, "code": {"m": "1"}, "attack": {"name": attack},
+                "defense": {"name": "pgd-at", "model_key": "k" * 64, "weights_sha256": weights}}
+
+    assert table_problems([record("fgsm", "w1"), record("pgd-linf", "w1")]) == []
+    (problem,) = table_problems([record("fgsm", "w1"), record("pgd-linf", "w2")])
+    assert "different trainings" in problem

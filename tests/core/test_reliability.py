@@ -204,3 +204,26 @@ def test_out_of_memory_is_told_from_other_errors():
     assert out_of_memory(MemoryError())
     assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not out_of_memory(ValueError("out of memory"))  # not an allocator's error type
+
+
+def test_cells_made_on_other_weights_of_a_model_are_run_again(registry, tmp_path, capsys):
+    """A model trained again (its cache gone, as on a fresh GPU host, where training is not bit-reproducible)
+    gets new weights: a grid that has to train it runs every cell of that model again, so that no row mixes
+    two trainings; the records then name the new weights."""
+    import shutil
+
+    run(registry, tmp_path, ("fgsm",))
+    (first,) = [json.loads(p.read_text()) for p in (tmp_path / "records").rglob("*.json")]
+    assert first["defense"]["weights_sha256"]
+    shutil.rmtree(tmp_path / "cache")
+    first_path = next((tmp_path / "records").rglob("*.json"))
+    rec = json.loads(first_path.read_text())
+    rec["defense"]["weights_sha256"] = "f" * 64  # the record now names weights the new training will not have
+    first_path.write_text(json.dumps(rec))
+    capsys.readouterr()
+    code, runner = run(registry, tmp_path, ("fgsm", "pgd-linf"))
+    assert code == 0
+    assert "1 finished cell(s) were made on other weights" in capsys.readouterr().out
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "records").rglob("*.json")]
+    assert len(recs) == 2 and len({r["defense"]["weights_sha256"] for r in recs}) == 1
+    assert all(r["defense"]["weights_sha256"] != "f" * 64 for r in recs)
