@@ -39,3 +39,20 @@ def test_suite_timing_records_the_command_and_its_exit(tmp_path):
     assert rows[0]["command"].endswith(f"--suite no-such-suite --device cpu --results {tmp_path / 'no-such-suite'}"
                                        " --jobs 2")
     assert rows[0]["seconds"] > 0
+
+
+def test_full_attack_cost_runs_tiny_on_the_cpu(tmp_path):
+    """Every form of each costly attack runs; the forms that must agree per example (C&W graphed/eager/foolbox,
+    FAB-T at either sync interval) do."""
+    out = tmp_path / "cost.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "full_attack_cost.py"), "--device", "cpu",
+                           "--tiny", "--repeats", "1", "--json", str(out)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["attack"].split()[0] for r in rows} == {"C&W-L2", "Square", "FAB-T"}
+    for r in rows:
+        assert r["median_s"] > 0
+        if r["attack"].startswith(("C&W", "FAB")):
+            assert r["same_outcome_share"] == 1.0, r
