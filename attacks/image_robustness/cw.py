@@ -24,6 +24,7 @@ class CWParams:
     confidence: float = 0.0  # kappa: required logit margin
     initial_const: float = 0.001  # c, the trade-off between distance and misclassification
     abort_early: bool = True  # stop a binary-search step when the loss no longer falls (checked every tenth)
+    stop_at_eps: bool = True  # an example with an adversarial within eps leaves the search (its outcome is set)
 
 
 def _adam_steps(model, s: dict[str, torch.Tensor], n_steps: int, stepsize: float, confidence: float,
@@ -45,8 +46,8 @@ def _adam_steps(model, s: dict[str, torch.Tensor], n_steps: int, stepsize: float
         distance = (x_adv - s["recon"]).flatten(1).pow(2).sum(1)
         loss = adv_loss.sum() + distance.sum()
         (grad,) = torch.autograd.grad(loss, delta)
-        if i == 0:
-            s["first_loss"].copy_(loss.detach())
+        if i == 0:  # over the real rows only (a graphed batch is padded)
+            s["first_loss"].copy_((adv_loss * s["real"]).sum().detach() + (distance * s["real"]).sum().detach())
         x_adv, logits = x_adv.detach(), logits.detach()
         # adversarial with the margin kappa: the label's logit raised by kappa still loses
         adversarial = logits.scatter_add(1, y[:, None], torch.full_like(z_y[:, None], confidence)).argmax(1) != y
@@ -72,43 +73,63 @@ def cw_l2(model, x: torch.Tensor, y: torch.Tensor, eps: float, params: CWParams,
     A round is cut into tenths; each tenth is one call of ``_adam_steps`` (on a GPU, one graph replay). When the
     objective at the start of a tenth is not below 0.9999 of its value at the previous check, the round stops
     and that tenth's updates to the closest iterates are undone (the paper's early abort, checked where its
-    code checks it)."""
+    code checks it). With ``stop_at_eps`` a round runs only on the examples without an adversarial within eps
+    yet: a smaller norm would not change their outcome at this eps (on a GPU the batch is padded to a power of
+    two, so that a few graphs serve every round)."""
     p = params
     lo, hi = bounds
     centre, half = (lo + hi) / 2, (hi - lo) / 2
     x = x.detach()
-    n = len(x)
+    n, device, dtype = len(x), x.device, x.dtype
     w0 = torch.atanh((x - centre) / half * TANH_SHRINK)
-    s = {"x": x, "y": y, "w0": w0, "recon": torch.tanh(w0) * half + centre,
-         "consts": torch.full((n,), p.initial_const, device=x.device, dtype=x.dtype),
-         "best": x.clone(), "best_norm": torch.full((n,), math.inf, device=x.device, dtype=x.dtype),
-         "first_loss": torch.zeros((), device=x.device, dtype=x.dtype)}
-    lower = torch.zeros(n, device=x.device, dtype=x.dtype)
-    upper = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
-    tenth = math.ceil(p.steps / 10)
+    recon = torch.tanh(w0) * half + centre
+    best, best_norm = x.clone(), torch.full((n,), math.inf, device=device, dtype=dtype)
+    consts = torch.full((n,), p.initial_const, device=device, dtype=dtype)
+    lower = torch.zeros(n, device=device, dtype=dtype)
+    upper = torch.full((n,), math.inf, device=device, dtype=dtype)
     graphed = cuda_graphs.usable(model, x)
+    everyone = torch.arange(n, device=device)
     for _ in range(p.binary_search_steps):
-        s.update(delta=torch.zeros_like(x), m=torch.zeros_like(x), v=torch.zeros_like(x),
-                 t=torch.zeros((), device=x.device, dtype=x.dtype), found=torch.zeros(n, dtype=torch.bool,
-                                                                                       device=x.device))
-        previous = math.inf
-        for start in range(0, p.steps, tenth):
-            n_steps = min(tenth, p.steps - start)
-            kept = {k: s[k].clone() for k in ("best", "best_norm", "found")} if p.abort_early else None
-            _chunk(model, s, n_steps, p, centre, half, graphed)
-            if p.abort_early:
-                loss = float(s["first_loss"])
-                if not loss <= 0.9999 * previous:
-                    s.update(kept)
-                    break
-                previous = loss
-        found = s["found"]
-        upper = torch.where(found, s["consts"], upper)
-        lower = torch.where(found, lower, s["consts"])
-        s["consts"] = torch.where(torch.isinf(upper), s["consts"] * 10, (lower + upper) / 2)
-    delta = s["best"] - x
+        active = (best_norm > eps).nonzero().squeeze(1) if p.stop_at_eps else everyone
+        k = len(active)
+        if k == 0:
+            break
+        rows = active
+        if graphed and k & (k - 1):  # pad with copies of a real row; they are left out of the abort's loss
+            rows = torch.cat([active, active[:1].expand((1 << k.bit_length()) - k)])
+        real = (torch.arange(len(rows), device=device) < k).to(dtype)
+        s = {"x": x[rows], "y": y[rows], "w0": w0[rows], "recon": recon[rows], "consts": consts[rows],
+             "best": best[rows], "best_norm": best_norm[rows], "real": real}
+        _round(model, s, p, centre, half, graphed)
+        best[active], best_norm[active] = s["best"][:k], s["best_norm"][:k]
+        found, c = s["found"][:k], consts[active]
+        upper[active] = torch.where(found, c, upper[active])
+        lower[active] = torch.where(found, lower[active], c)
+        consts[active] = torch.where(torch.isinf(upper[active]), c * 10, (lower[active] + upper[active]) / 2)
+    delta = best - x
     scale = (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
     return (x + delta * scale.view(-1, *([1] * (x.dim() - 1)))).clamp(lo, hi)
+
+
+def _round(model, s: dict[str, torch.Tensor], p: CWParams, centre: float, half: float, graphed: bool) -> None:
+    """One binary-search round of Adam steps from delta = 0 on the rows of ``s``, in tenths with the early abort."""
+    x = s["x"]
+    s.update(delta=torch.zeros_like(x), m=torch.zeros_like(x), v=torch.zeros_like(x),
+             t=torch.zeros((), device=x.device, dtype=x.dtype),
+             found=torch.zeros(len(x), dtype=torch.bool, device=x.device),
+             first_loss=torch.zeros((), device=x.device, dtype=x.dtype))
+    tenth = math.ceil(p.steps / 10)
+    previous = math.inf
+    for start in range(0, p.steps, tenth):
+        n_steps = min(tenth, p.steps - start)
+        kept = {k: s[k].clone() for k in ("best", "best_norm", "found")} if p.abort_early else None
+        _chunk(model, s, n_steps, p, centre, half, graphed)
+        if p.abort_early:
+            loss = float(s["first_loss"])
+            if not loss <= 0.9999 * previous:
+                s.update(kept)
+                return
+            previous = loss
 
 
 def _chunk(model, s, n_steps, p, centre, half, graphed) -> None:
@@ -142,7 +163,9 @@ class CWL2(Attack):
     Departures from the paper: the quick and smoke budgets are far below the paper's, and quick starts the
     search at c = 0.1 to make up for its 3 binary-search steps; a minimum-norm result larger than eps is
     scaled back onto the ball (it may then no longer fool the model) rather than reported with its norm; an
-    example for which no round found an adversarial is returned unchanged.
+    example for which no round found an adversarial is returned unchanged; an example leaves the search once it
+    has an adversarial within eps (``stop_at_eps``: its outcome at this eps is set, and a fixed-budget run need
+    not shrink its norm further), so the early abort's summed loss covers the examples still searching.
     """
 
     track = TRACK
