@@ -26,19 +26,27 @@ def packages() -> dict[str, str]:
 
 
 @functools.cache
-def git_commit() -> str | None:
-    """The commit of the checkout bench runs from, with '+dirty' when it has uncommitted changes
-    ($BENCH_GIT_COMMIT names it where the code runs from a copy without .git, e.g. on a GPU host)."""
+def git_commit(outputs: Path | None = None, root: Path | None = None) -> str | None:
+    """The commit of the checkout bench runs from, with '+dirty' when it has uncommitted changes outside
+    ``outputs`` (the results folder: records and tables that runs write are not code, so a second suite run
+    into a results folder inside the checkout is still a clean one). $BENCH_GIT_COMMIT names the commit where
+    the code runs from a copy without .git, e.g. on a GPU host."""
     if os.environ.get("BENCH_GIT_COMMIT"):
         return os.environ["BENCH_GIT_COMMIT"]
-    root = Path(__file__).resolve().parent.parent
+    root = Path(root or Path(__file__).resolve().parent.parent).resolve()
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=5).stdout.strip()
         if not sha:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        exclude = []
+        if outputs is not None:
+            try:
+                exclude = [f":(exclude){Path(outputs).resolve().relative_to(root).as_posix()}"]
+            except ValueError:  # the results folder is outside the checkout
+                pass
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *exclude],
+                               cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None

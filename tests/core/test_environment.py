@@ -131,3 +131,27 @@ def test_hardware_on_cuda():
     assert h["gpu_memory_gib"] > 0
     assert h["cuda_runtime"] == torch.version.cuda
     json.dumps(h, allow_nan=False)
+
+
+def test_a_checkout_is_dirty_for_code_changes_not_for_its_results_folder(tmp_path, monkeypatch):
+    """Records and tables that runs write into a results folder inside the checkout are outputs, not code:
+    a second suite run into it is still a clean one; a change anywhere else makes the commit '+dirty'."""
+    import subprocess
+
+    from bench import environment
+
+    git_commit = environment.git_commit.__wrapped__  # the process caches the answer; here each call asks git
+    monkeypatch.delenv("BENCH_GIT_COMMIT", raising=False)
+    repo = tmp_path / "repo"
+    (repo / "leaderboards" / "records").mkdir(parents=True)
+    (repo / "code.py").write_text("x = 1\n")
+    (repo / "leaderboards" / "records" / "r.json").write_text("{}\n")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "one"]):
+        subprocess.run(git + args, cwd=repo, check=True)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    (repo / "leaderboards" / "records" / "r.json").write_text('{"rerun": 1}\n')
+    assert git_commit(repo / "leaderboards", root=repo) == sha
+    assert git_commit(None, root=repo) == sha + "+dirty"  # without the results folder named, any change counts
+    (repo / "code.py").write_text("x = 2\n")
+    assert git_commit(repo / "leaderboards", root=repo) == sha + "+dirty"
