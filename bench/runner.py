@@ -193,6 +193,11 @@ def make_cell(profile: str, seed: int, dataset: Dataset, defense: Defense, attac
     return Cell(attack, eps, config_id, key)
 
 
+def _composites_last(cell: Cell) -> bool:
+    """Sort key: composites and certifiers after plain attacks, whose per-example results they reuse."""
+    return not isinstance(cell.attack, Attack) or bool(cell.attack.components())
+
+
 def _same_weights(record: dict, weights: str | None) -> bool:
     """False only when both the record and the caller name the model's weights, and they differ."""
     stored = (record.get("defense") or {}).get("weights_sha256")
@@ -333,8 +338,7 @@ class Runner:
             for cell in job.cells:
                 if cell not in pending:
                     self._name_code_of_legacy_record(job, cell, plan.profile)
-            # Composites and certifiers after plain attacks: they reuse the per-example results.
-            pending.sort(key=lambda c: not isinstance(c.attack, Attack) or bool(c.attack.components()))
+            pending.sort(key=_composites_last)
             label = f"{job.dataset.name} / {job.defense.name} / seed {job.seed}"
             if not pending:
                 self.say(f"{label}: all {len(job.cells)} cells done (skipped)")
@@ -357,8 +361,7 @@ class Runner:
             if trained_apart:
                 self.say(f"  {len(trained_apart)} finished cell(s) were made on other weights of this model: "
                          "run again on these")
-                pending += trained_apart
-                pending.sort(key=lambda c: not isinstance(c.attack, Attack) or bool(c.attack.components()))
+                pending = sorted(pending + trained_apart, key=_composites_last)
             for cell in pending:
                 # Another process on the same results folder may have finished the cell meanwhile (it waited
                 # for the model, or the grids overlap): the cell lock and a second look write each cell once.
