@@ -335,9 +335,6 @@ class Runner:
         """Run the plan; 0 when every cell succeeded, 1 when some failed."""
         for job in plan.jobs:
             pending = [c for c in job.cells if not self.done(job, c, plan.profile)]
-            for cell in job.cells:
-                if cell not in pending:
-                    self._name_code_of_legacy_record(job, cell, plan.profile)
             pending.sort(key=_composites_last)
             label = f"{job.dataset.name} / {job.defense.name} / seed {job.seed}"
             if not pending:
@@ -401,16 +398,6 @@ class Runner:
 
             gc.collect()
             torch.cuda.empty_cache()
-
-    def _name_code_of_legacy_record(self, job: ModelJob, cell: Cell, profile: str) -> None:
-        """A finished record written before records named their code hashes gets them: its key equals the
-        current cell's, and the key (with its model key) digests exactly these modules' sources, so the record
-        ran this code. Without them the provenance rule could only compare its commit."""
-        path = record_path(self.records, self._skeleton(job, cell, profile))
-        record = read_record(path)
-        if record is None or record.get("code") or record.get("key") != cell.key:
-            return
-        write_record(self.records, {**record, "code": self._skeleton(job, cell, profile)["code"]})
 
     def fail_unfinished(self, job: ModelJob, profile: str, exc: BaseException, stage: str) -> None:
         """Fail the job's cells that have no finished record (e.g. its worker process died)."""

@@ -228,13 +228,3 @@ def test_cells_made_on_other_weights_of_a_model_are_run_again(registry, tmp_path
     assert len(recs) == 2 and len({r["defense"]["weights_sha256"] for r in recs}) == 1
     assert all(r["defense"]["weights_sha256"] != "f" * 64 for r in recs)
 
-
-def test_a_finished_record_without_code_hashes_gets_them_when_its_key_proves_them(registry, tmp_path):
-    """Records written before they named their code: a run that finds one finished under the current key
-    (which digests the same modules' sources) adds the hashes and changes nothing else."""
-    run(registry, tmp_path, ("fgsm",))
-    (path,) = (tmp_path / "records").rglob("*.json")
-    whole = json.loads(path.read_text())
-    path.write_text(json.dumps({k: v for k, v in whole.items() if k != "code"}))
-    code, _ = run(registry, tmp_path, ("fgsm",))
-    assert code == 0 and json.loads(path.read_text()) == whole
