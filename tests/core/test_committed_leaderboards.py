@@ -17,10 +17,6 @@ KNOWN_STALE = {
     "domain-shift/fashion-dg.md (full profile)",
     "image-robustness/fashion-dg.md (full profile)",
     "image-robustness/fashion-mnist.md (full profile)",
-    "unlearning/uci-digits-class.md (quick profile)",
-    "unlearning/uci-digits-noisy.md (quick profile)",
-    "unlearning/uci-digits-random.md (quick profile)",
-    "unlearning/uci-digits-uniform.md (quick profile)",
 }
 
 needs_records = pytest.mark.skipif(not (ROOT / "records").is_dir(), reason="no committed records")
