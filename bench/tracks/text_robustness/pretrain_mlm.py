@@ -424,6 +424,7 @@ def regate(adapter_file: Path, recipe_file: Path, device: str, log=print) -> dic
         "zero_shot_label_words", [["negative"], ["positive"]])})  # files before the label-word choice
     report["gate"] = gate
     save_adapters_meta(adapter_file, mlm, None, report)
+    report["adapter_bytes"] = adapter_file.stat().st_size  # the metadata grew
     recipe_file.write_text(json.dumps(report, indent=1))
     return report
 
