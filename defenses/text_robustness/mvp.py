@@ -13,7 +13,9 @@ the sequence, which on MiniLM (token-embedding norms ~1.1) could erase a sentime
 adversarial baselines collapse to a constant classifier.
 
 Threat model: none claimed (the paper evaluates against word substitutions). Defaults: the paper's SST-2
-templates and label words {negative, positive} for rotten-tomatoes; topic templates and the topic names as
+templates for rotten-tomatoes, with label words chosen for this backbone on the training split by LM-BFF's
+automatic selection (Gao et al. 2021; ``python -m bench.tracks.text_robustness.label_words``: the paper's
+{negative, positive} are near-constant "positive" on MiniLM); topic templates and the topic names as
 label words for bbc-news (``templates``/``verbalizer`` override both); the embedded MiniLM-L6 backbone with
 its restored MLM head (``backbone`` takes any local Hugging Face masked-LM folder); AdamW wd 0.01, linear
 decay, batch 32, early stopping on validation accuracy, max 128 tokens.

@@ -17,7 +17,10 @@ from torch import nn
 from bench.tracks.text_robustness.backbone import head_module, load_mlm, single_token
 
 
-# MVP's default prompts per dataset (the paper's SST-2 templates; topic templates for bbc-news).
+# MVP's default prompts per dataset (the paper's SST-2 templates; topic templates for bbc-news). The
+# rotten-tomatoes label words are LM-BFF's automatic choice on its training split for this backbone
+# (`python -m bench.tracks.text_robustness.label_words`, recorded in label_words_rotten-tomatoes.json):
+# MiniLM's rebuilt MLM head gives "negative"/"positive" almost no class signal and a strong "positive" prior.
 MVP_TEMPLATES = {
     "rotten-tomatoes": ("Sentiment of the statement is [MASK] .", "[SEP] [MASK]",
                         "This is a [MASK] statement", "[SEP] The statement is [MASK]"),
@@ -25,7 +28,7 @@ MVP_TEMPLATES = {
                  "This is a [MASK] article", "[SEP] The article is about [MASK]"),
 }
 MVP_VERBALIZERS = {
-    "rotten-tomatoes": (("negative",), ("positive",)),
+    "rotten-tomatoes": (("stupid",), ("smart",)),
     "bbc-news": (("technology",), ("business",), ("politics",), ("sport",), ("entertainment",)),
 }
 

@@ -24,7 +24,9 @@ Recipe (the defaults; every value is recorded in ``DIR/minilm_mlm_recipe.json`` 
   leads); the recipe file's ``compare`` gives the figures at the GPU scale.
 - Gate (``gate_figures``), on the model read back from the written file: held-out MLM loss (nats per masked
   token, fixed masking seed) and zero-shot MVP accuracy on the rotten-tomatoes *validation* split with MVP's
-  four templates and label words, with the share of each predicted class.
+  four templates and label words, with the share of each predicted class. When MVP's default prompts
+  change (``label_words``), ``--regate`` measures it again on the shipped file and stores it in its metadata
+  and the recipe JSON (previous figures in ``gate_history``), the weights unchanged.
 
 Output: ``DIR/minilm_mlm_adapters.safetensors`` (float16, ~2 MB; copy it to
 ``bench/tracks/text_robustness/`` to ship it) and ``DIR/minilm_mlm_recipe.json`` (recipe, loss curve, gate).
@@ -213,10 +215,13 @@ def zero_shot_mvp(mlm, tokenizer, texts: list[str], labels: list[int], dataset: 
 
 
 def gate_figures(mlm, tokenizer, heldout: list[str], rt_val_x: list[str], rt_val_y: list[int]) -> dict:
+    from bench.tracks.text_robustness.models import MVP_VERBALIZERS
+
     zs = zero_shot_mvp(mlm, tokenizer, rt_val_x, rt_val_y)
     return {"heldout_mlm_loss": round(heldout_loss(mlm, tokenizer, heldout), 4), "n_heldout": len(heldout),
             "zero_shot_mvp_acc_rt_val": round(zs["acc"], 4),
-            "zero_shot_class_share": [round(s, 4) for s in zs["class_share"]], "n_rt_val": zs["n"]}
+            "zero_shot_class_share": [round(s, 4) for s in zs["class_share"]], "n_rt_val": zs["n"],
+            "zero_shot_label_words": [list(w) for w in MVP_VERBALIZERS["rotten-tomatoes"]]}
 
 
 # What issue 20 measured for the legacy head-only file (frozen encoder, 150 head steps).
@@ -402,6 +407,28 @@ def run(args) -> dict:
     return report
 
 
+def regate(adapter_file: Path, recipe_file: Path, device: str, log=print) -> dict:
+    """Measure the gate again on a built file (e.g. after MVP's default prompts changed) and store it in the
+    recipe JSON and the file's metadata; the file's tensors are rewritten unchanged. The previous gate is
+    kept in the JSON's ``gate_history``."""
+    from bench.tracks.text_robustness.backbone import DEFAULT_BACKBONE, load_mlm
+
+    report = json.loads(recipe_file.read_text())
+    data = corpus(Recipe(**report["recipe"]))  # the recipe's seed and held-out size: the same held-out texts
+    mlm, tok = load_mlm(DEFAULT_BACKBONE, adapters=adapter_file)
+    gate = gate_figures(mlm.to(device), tok, data["heldout"], data["rt_val_x"], data["rt_val_y"])
+    gate["device"] = device
+    log(f"gate (read back from {adapter_file.name}): {gate}")
+    history = report.setdefault("gate_history", [])
+    history.append(report["gate"] | {"zero_shot_label_words": report["gate"].get(
+        "zero_shot_label_words", [["negative"], ["positive"]])})  # files before the label-word choice
+    report["gate"] = gate
+    save_adapters_meta(adapter_file, mlm, None, report)
+    report["adapter_bytes"] = adapter_file.stat().st_size  # the metadata grew
+    recipe_file.write_text(json.dumps(report, indent=1))
+    return report
+
+
 def save_adapters_meta(path: Path, mlm, recipe: Recipe, report: dict) -> None:
     """Rewrite the file with the gate in its metadata (the loader reports it with every record)."""
     from safetensors import safe_open
@@ -456,6 +483,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-eval", type=int, default=None, help="cap the gate's texts (tests)")
     parser.add_argument("--corpus", default=None, help="a corpus file written by --write-corpus")
     parser.add_argument("--write-corpus", default=None, help="write the corpus to this .json.gz and exit")
+    parser.add_argument("--regate", nargs="?", const="shipped", default=None, metavar="ADAPTER_FILE",
+                        help="measure the gate again on a built file (default: the shipped one) and store it "
+                             "there and in the recipe JSON beside it")
     args = parser.parse_args(argv)
     if args.device.startswith("cpu"):
         torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -463,6 +493,12 @@ def main(argv=None) -> int:
         data = corpus(Recipe(seed=args.seed, n_heldout=args.n_heldout))
         write_corpus(data, Path(args.write_corpus))
         print(f"wrote {args.write_corpus}: {len(data['train'])} training texts, {len(data['heldout'])} held-out")
+        return 0
+    if args.regate:
+        from bench.tracks.text_robustness.backbone import ADAPTER_FILE
+
+        file = ADAPTER_FILE if args.regate == "shipped" else Path(args.regate)
+        regate(file, file.with_name(RECIPE_NAME), args.device)
         return 0
     run(args)
     return 0

@@ -92,3 +92,16 @@ def test_tiny_pretraining_lowers_heldout_loss_and_ships_small(tmp_path, corpus, 
     assert identity["file"] == file.name and len(identity["sha256"]) == 64
     assert identity["heldout_mlm_loss"] == report["gate"]["heldout_mlm_loss"]
     assert identity["passes"] is False and identity["goals"]["heldout_mlm_loss_max"] == 3.5
+
+    # --regate: the gate measured again (here on the same tiny texts) replaces the stored one; tensors unchanged
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(file))
+    monkeypatch.setattr(pretrain_mlm, "corpus", lambda recipe=None: data)
+    assert pretrain_mlm.main(["--device", "cpu", "--regate", str(file)]) == 0
+    regated = json.loads((tmp_path / "out" / pretrain_mlm.RECIPE_NAME).read_text())
+    assert regated["gate_history"][0]["heldout_mlm_loss"] == report["gate"]["heldout_mlm_loss"]
+    assert regated["gate"]["zero_shot_label_words"] and regated["gate"]["device"] == "cpu"
+    assert load_mlm(adapters=file)[0].masked_lm_meta["gate"] == regated["gate"]
+    after = load_file(str(file))
+    assert after.keys() == tensors.keys() and all(torch.equal(after[k], tensors[k]) for k in tensors)
