@@ -21,10 +21,13 @@ the speed-up over eager (eager's time / its time) and the share of examples whos
 correctly or not) equals eager's. Warm-up, then repeats interleaved across methods (drifts in load hit all
 alike); CUDA synchronised around each; medians.
 
+``--training``: one epoch of ``train_classifier`` on the synthetic task, eager against the graphed step
+(``train_graphs``), for cnn-small at batch 32 (the unlearning track's) and cnn at 128 (the image full profile's).
+
 ``--suites S ...``: the wall time of ``python -m bench.cli run --suite S --device DEV --results DIR``
 (``--jobs N`` if given), each in a fresh results folder (training included), for the README's cost table.
 
-    python benchmarks/gpu_speed.py --json gpu_speed.json                               # on the GPU host
+    python benchmarks/gpu_speed.py --training --json gpu_speed.json                    # on the GPU host
     python benchmarks/gpu_speed.py --suites full mtard-full --attacks none --json suites.json
     python benchmarks/gpu_speed.py --device cpu --tiny --json /tmp/smoke.json           # CPU smoke (tests)
 """
@@ -215,6 +218,12 @@ def methods_for(attack_name: str, model, x_cpu, y_cpu, device, registry, steps: 
     if is_pgd:
         methods = {"eager": lambda s: robust(eager_pgd(model, x, y, eps, alpha, steps, BOUNDS,
                                                        torch.Generator().manual_seed(s))), "suite": suite}
+        if device.type == "cuda":  # is bf16 autocast worth a tolerance? its speed and its outcome agreement
+            def eager_bf16(s):
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    x_adv = eager_pgd(model, x, y, eps, alpha, steps, BOUNDS, torch.Generator().manual_seed(s))
+                return robust(x_adv.float())
+            methods["eager-bf16"] = eager_bf16
     else:
         methods = {"eager": lambda s: ~eager_apgd_ce(model, x, y, eps, steps, BOUNDS,
                                                      torch.Generator().manual_seed(s)).cpu(), "suite": suite}
@@ -300,6 +309,53 @@ def run_attacks(args, device) -> list[dict]:
     return rows
 
 
+def run_training(args, device) -> list[dict]:
+    """``train_classifier`` for one epoch, eager (``BENCH_CUDA_GRAPHS=0``) against graphed (``train_graphs``),
+    from the same weights on the same batches: steps/s, the speed-up, and how far apart the two trainings end
+    (largest weight difference, share of equal test predictions)."""
+    from bench.context import TrainContext
+    from bench.plugins import DataSpec, Splits
+    from bench.tracks.image_robustness.models import build_model
+    from bench.tracks.image_robustness.training import OptimParams, train_classifier
+
+    rows = []
+    for arch, batch in (("cnn-small", 32), ("cnn", 128)) if not args.tiny else (("cnn-small", 4),):
+        shape = SHAPES["cnn"]
+        _, sample = trained_model(arch, 0, device, shape)
+        n = batch * (8 if args.tiny else 400)
+        x, y = sample(n)
+        test_x, test_y = sample(2000 if not args.tiny else 16)
+        data = Splits(DataSpec("synthetic", shape, 10), x, y, test_x, test_y)
+        params = OptimParams(arch=arch, epochs=1, batch_size=batch)
+        results = {}
+        for form in ("eager", "graphed", "eager", "graphed"):  # interleaved, the second pair timed
+            os.environ["BENCH_CUDA_GRAPHS"] = "0" if form == "eager" else "1"
+            torch.manual_seed(0)
+            model = build_model(arch, shape, 10)
+            ctx = TrainContext(device=device, seed=0, generator=torch.Generator().manual_seed(0), artifacts=None,
+                               model_of=None)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            train_classifier(model, data, ctx, params, desc=form)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            with torch.no_grad():
+                pred = model(test_x.to(device)).argmax(1).cpu()
+            results[form] = (time.perf_counter() - start, model.state_dict(), pred)
+        os.environ.pop("BENCH_CUDA_GRAPHS", None)
+        (t_e, w_e, p_e), (t_g, w_g, p_g) = results["eager"], results["graphed"]
+        steps = n // batch
+        worst = max(float((a - b).abs().max()) for a, b in zip(w_e.values(), w_g.values()) if a.is_floating_point())
+        rows.append({"model": arch, "batch": batch, "steps": steps, "eager_steps_per_s": steps / t_e,
+                     "graphed_steps_per_s": steps / t_g, "speedup": t_e / t_g, "max_weight_diff": worst,
+                     "same_test_prediction_share": float((p_e == p_g).float().mean())})
+        print(f"  training {arch} batch {batch}: {steps / t_e:.0f} -> {steps / t_g:.0f} steps/s "
+              f"({t_e / t_g:.2f}x), weights within {worst:.1e}, {100 * rows[-1]['same_test_prediction_share']:.1f} % "
+              "equal test predictions", flush=True)
+    return rows
+
+
 def time_suites(suites: list[str], device: str, jobs: str | None, root: Path, timeout: float,
                 run_args: str = "") -> list[dict]:
     """Wall seconds of each suite's ``bench run`` in a fresh results folder under ``root``."""
@@ -366,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats (default 7; --tiny: 1)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs first (CUDA graph capture, autotuning)")
     ap.add_argument("--train-steps", type=int, default=None, help="Adam steps on the synthetic task (default 300)")
+    ap.add_argument("--training", action="store_true", help="also time the training step, eager vs graphed")
     ap.add_argument("--suites", nargs="*", default=[], metavar="S", help="also time these suites' `bench run`")
     ap.add_argument("--jobs", default=None, help="--jobs for the suites' runs (default: bench's own)")
     ap.add_argument("--run-args", default="", metavar="ARGS",
@@ -385,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     label = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"cpu ({torch.get_num_threads()} threads)") + f", torch {torch.__version__}"
     attack_rows = [] if args.attacks == "none" else run_attacks(args, device)
+    training_rows = run_training(args, device) if args.training else []
     suite_rows = []
     if args.suites:
         timing = dict(device=args.device, jobs=args.jobs, timeout=args.suite_timeout, run_args=args.run_args)
@@ -399,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(
             {"config": {**config, "device_name": label,
                         "cuda_graphs_env": os.environ.get("BENCH_CUDA_GRAPHS")},
-             "attacks": attack_rows, "suites": suite_rows}, indent=1))
+             "attacks": attack_rows, "training": training_rows, "suites": suite_rows}, indent=1))
     return 0
 
 

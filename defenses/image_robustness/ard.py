@@ -85,4 +85,5 @@ class ARD(ClassifierDefense):
                 return distill  # no clean forward pass needed
             return p.alpha * distill + (1 - p.alpha) * F.cross_entropy(model(x), y)
 
-        train_classifier(model, data, ctx, p, make_inputs=adversarial, loss_fn=loss, desc=self.name)
+        train_classifier(model, data, ctx, p, make_inputs=adversarial, loss_fn=loss, desc=self.name,
+                         graph_safe_loss=True)

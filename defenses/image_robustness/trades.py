@@ -73,4 +73,5 @@ class TRADES(ClassifierDefense):
             robust = F.kl_div(F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
             return F.cross_entropy(logits, y) + p.beta * robust
 
-        train_classifier(model, data, ctx, p, make_inputs=adversarial, loss_fn=loss, desc=self.name)
+        train_classifier(model, data, ctx, p, make_inputs=adversarial, loss_fn=loss, desc=self.name,
+                         graph_safe_loss=True)

@@ -13,7 +13,7 @@ def test_gpu_speed_runs_tiny_on_the_cpu(tmp_path):
     out = tmp_path / "speed.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_speed.py"), "--device", "cpu", "--tiny",
-                           "--json", str(out)], capture_output=True, text=True, env=env, timeout=120)
+                           "--training", "--json", str(out)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     rows = result["attacks"]
@@ -26,6 +26,9 @@ def test_gpu_speed_runs_tiny_on_the_cpu(tmp_path):
         if r["method"] == "suite":
             assert r["same_outcome_as_eager"], r  # same seed, same start: the same outcome per example
     assert "x eager" in done.stdout and result["suites"] == []
+    (train,) = result["training"]  # on the CPU both forms are the eager step: the same training
+    assert train["eager_steps_per_s"] > 0 and train["max_weight_diff"] == 0.0
+    assert train["same_test_prediction_share"] == 1.0
 
 
 def test_suite_timing_records_the_command_and_its_exit(tmp_path):

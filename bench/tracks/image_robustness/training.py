@@ -1,5 +1,9 @@
 """The supervised training loop shared by image defenses: one place for the optimiser, the schedule and the
-per-epoch log, so that defenses differ only in what they train on (``make_inputs``) and their loss."""
+per-epoch log, so that defenses differ only in what they train on (``make_inputs``) and their loss.
+
+On a GPU the step after ``make_inputs`` (forward, loss, backward, Adam's update) is replayed as one CUDA graph
+(``train_graphs``): the suite's CNNs train at batch 32-128, where the eager step is bound by kernel launches.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,9 +42,14 @@ class ClassifierDefense(Defense):
         return build_model(self.params.arch, spec.input_shape, spec.num_classes, self.params.width)
 
 
-def make_optimizer(model: nn.Module, p: OptimParams, steps_total: int):
+def make_optimizer(model: nn.Module, p: OptimParams, steps_total: int, capturable: bool = False):
+    """The optimiser and its schedule. ``capturable``: Adam keeps its step count and learning rate on the GPU,
+    so that its update can be replayed from a CUDA graph (the schedule writes the rate in place)."""
     if p.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    elif capturable:
+        lr = torch.tensor(p.lr, dtype=torch.float32, device=next(model.parameters()).device)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=p.weight_decay, capturable=True)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     if p.schedule == "cosine":
@@ -56,34 +65,53 @@ InputsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 def train_classifier(model: nn.Module, data: Splits, ctx: TrainContext, p: OptimParams,
                      make_inputs: InputsFn | None = None,
                      loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-                     | None = None, desc: str = "train") -> None:
+                     | None = None, desc: str = "train", graph_safe_loss: bool = False) -> None:
     """Mini-batch training. ``make_inputs(model, x, y)`` gives the inputs to train on (default: x itself);
-    ``loss_fn(model, x, x_train, y)`` the loss (default: CE on the training inputs)."""
+    ``loss_fn(model, x, x_train, y)`` the loss (default: CE on the training inputs). ``graph_safe_loss``: the
+    caller vouches that ``loss_fn`` runs only GPU ops with no host sync and no host-side randomness, so the step
+    may be graphed (the default loss always may)."""
+    from bench.tracks.image_robustness import train_graphs
+
     model.to(ctx.device)
     n = len(data.train_x)
     steps_per_epoch = -(-n // p.batch_size)
-    opt, sched = make_optimizer(model, p, p.epochs * steps_per_epoch)
+    graphs = train_graphs.usable(model, p, ctx.device) and (loss_fn is None or graph_safe_loss)
+    opt, sched = make_optimizer(model, p, p.epochs * steps_per_epoch, capturable=graphs)
+
+    def step(x: torch.Tensor, x_train: torch.Tensor, y: torch.Tensor):
+        """One update; returns the loss and (default loss) the count of correct training predictions."""
+        if loss_fn is None:
+            logits = model(x_train)
+            loss = F.cross_entropy(logits, y)
+            correct = (logits.argmax(1) == y).sum()
+        else:
+            loss, correct = loss_fn(model, x, x_train, y), None
+        loss.backward()
+        opt.step()
+        return loss.detach(), correct
+
+    stepper = train_graphs.Stepper(step, opt, model) if graphs else None
     for epoch in range(p.epochs):
         model.train()
         loss_sum = torch.zeros((), device=ctx.device)
-        correct = torch.zeros((), device=ctx.device)
+        correct = torch.zeros((), device=ctx.device, dtype=torch.long)
         bar = ctx.progress(ctx.batches(data.train_x, data.train_y, p.batch_size), total=steps_per_epoch,
                            desc=f"{desc} epoch {epoch + 1}/{p.epochs}")
         for x, y in bar:
             x_train = make_inputs(model, x, y) if make_inputs else x
-            if loss_fn is None:
-                logits = model(x_train)
-                loss = F.cross_entropy(logits, y)
-                correct += (logits.argmax(1) == y).sum()
+            if stepper is not None:
+                loss, n_correct = stepper(x, x_train, y)
             else:
-                loss = loss_fn(model, x, x_train, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+                opt.zero_grad(set_to_none=True)
+                loss, n_correct = step(x, x_train, y)
             sched.step()
-            loss_sum += loss.detach() * len(y)
-        entry = {"epoch": epoch + 1, "loss": (loss_sum / n).item(), "lr": sched.get_last_lr()[0]}
+            loss_sum += loss * len(y)
+            if n_correct is not None:
+                correct += n_correct
+        entry = {"epoch": epoch + 1, "loss": (loss_sum / n).item(), "lr": float(sched.get_last_lr()[0])}
         if loss_fn is None:
-            entry["train_acc"] = (correct / n).item()
+            entry["train_acc"] = (correct.double() / n).item()
         ctx.log(**entry)
+    if stepper is not None:
+        stepper.close()
     model.eval()
