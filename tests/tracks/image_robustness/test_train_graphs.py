@@ -85,13 +85,19 @@ def test_graphed_training_equals_eager(monkeypatch, arch):
     # 1,000 examples at batch 32: 31 full batches and one of 8 (eager) per epoch
     params = OptimParams(arch=arch, epochs=2, batch_size=32, lr=3e-3)
     made = _count_replays(monkeypatch)
+    torch.manual_seed(0)
+    start = {k: v.clone() for k, v in build_model(arch, SHAPE, 10).state_dict().items()}  # _train's init
     graphed, data, ctx_g = _train("cuda", params)
     assert made and made[0].replays == 2 * 31 - train_graphs.WARMUP and not made[0].failed
     monkeypatch.setenv("BENCH_CUDA_GRAPHS", "0")
     eager, _, ctx_e = _train("cuda", params)
-    worst = max((a - b).abs().max().item() for a, b in zip(graphed.state_dict().values(),
-                                                             eager.state_dict().values()) if a.is_floating_point())
-    assert worst < 5e-3, f"weights differ by up to {worst:.2e} after 62 steps"
+    # Float differences grow along a training: the graphed weights must stay close to the eager ones relative
+    # to how far training moved them (a replay that skipped or repeated updates would be far off).
+    for name, w_e in eager.state_dict().items():
+        if w_e.is_floating_point():
+            moved = (w_e.cpu() - start[name]).norm()
+            apart = (graphed.state_dict()[name].cpu() - w_e.cpu()).norm()
+            assert apart <= 0.05 * moved + 1e-6, f"{name}: {apart:.2e} apart, training moved it {moved:.2e}"
     assert abs(_accuracy(graphed, data, "cuda") - _accuracy(eager, data, "cuda")) <= 0.01
     assert abs(ctx_g.history[-1]["loss"] - ctx_e.history[-1]["loss"]) < 1e-3
     assert ctx_g.history[-1]["lr"] == pytest.approx(ctx_e.history[-1]["lr"], rel=1e-5)
