@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parents[2] / "leaderboards"
 KNOWN_STALE = {
     "domain-shift/fashion-dg.md (full profile)",
     "image-robustness/fashion-dg.md (full profile)",
-    "image-robustness/fashion-mnist.md (full profile)",
 }
 
 needs_records = pytest.mark.skipif(not (ROOT / "records").is_dir(), reason="no committed records")
