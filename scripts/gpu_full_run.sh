@@ -4,11 +4,30 @@
 # --python-version 3.12 --only-binary=:all: -d .whl ...`) and the Fashion-MNIST files (.data/FashionMNIST/raw)
 # travel with the repository in ignored folders.
 # Usage: OUT=<folder for results> BENCH_GIT_COMMIT=<sha> [SUITES="full mtard-full ..."] scripts/gpu_full_run.sh [extra `bench run` args]
+# e.g. the image grid's seeds 1 and 2 across calls: RESULTS=/tmp/results DETACH=1 BENCH_TIMEOUT=1500 JOBS=6 ... --seed 1 2,
+# then RESULTS=/tmp/results COLLECT=1 ... in each following call (within the host's 30-second idle window).
 # RESULTS=<folder outside the checkout> keeps records and trained models across calls to a warm host (seeded once
 # from the committed records, so finished cells are skipped); a later call resumes where the last one stopped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-leaderboards}
+collect() {  # records, logs and small artifacts; trained models stay (KEEP_CACHE=1 brings them too)
+  tar czf "$OUT/full_records.tgz" -C "$RESULTS" records $(test -d "$RESULTS/artifacts" && echo artifacts) \
+      $(test -d "$RESULTS/logs" && echo logs) ${KEEP_CACHE:+cache}
+  [ -f "$RESULTS/detached.log" ] && tail -c 200000 "$RESULTS/detached.log" > "$OUT/detached.log"
+  echo "records: $(find "$RESULTS/records" -name '*.json' | wc -l)"
+}
+wait_detached() {
+  local until=$(( $(date +%s) + ${WAIT_S:-540} ))
+  while [ "$(date +%s)" -lt "$until" ] && ! grep -q "^DETACHED RUN DONE" "$RESULTS/detached.log" 2>/dev/null; do
+    sleep 5
+  done
+  grep "^DETACHED RUN DONE" "$RESULTS/detached.log" 2>/dev/null || echo "detached run still going"
+}
+# COLLECT=1 comes before any install: the detached run's lanes import from /tmp/site
+if [ -n "${COLLECT:-}" ]; then
+  wait_detached; collect; exit 0
+fi
 if [ ! -d "$RESULTS/records" ]; then mkdir -p "$RESULTS" && cp -r leaderboards/records leaderboards/artifacts "$RESULTS"/; fi
 [ -d /tmp/site/bench ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 # matplotlib (MTARD's trajectory plot, the SYN digits' fonts) if the host lacks it: wheels in .data/mpl
@@ -21,16 +40,27 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 [ -n "${SKIP_BENCH:-}" ] || python3 benchmarks/gpu_speed.py --json "$OUT/gpu_speed.json" || true
 # SUITES: the suites to run in order (default: the image grid); BENCH_TIMEOUT bounds them all together. Each
 # suite runs as lanes on the GPU (bench's default with CUDA: --jobs auto); JOBS=N fixes the number of lanes.
-end=$(( $(date +%s) + ${BENCH_TIMEOUT:-480} ))
-for suite in ${SUITES:-full}; do
-  left=$(( end - $(date +%s) ))
-  [ "$left" -gt 10 ] || { echo "no time left for suite $suite"; break; }
-  echo "== suite $suite ($left s left)"
-  timeout "$left" python3 -m bench.cli --results "$RESULTS" run --suite "$suite" --device cuda \
-      ${JOBS:+--jobs "$JOBS"} "$@"
-  echo "bench exit ($suite): $?"
-done
+# DETACH=1: the suites run in a process session of their own (setsid), which outlives this call for as long as the
+# host stays warm (the next call comes within its idle window); this call then waits WAIT_S seconds (default
+# 540) and returns what is done. A later call with COLLECT=1 waits up to WAIT_S for that run and returns again.
+run_suites() {
+  end=$(( $(date +%s) + ${BENCH_TIMEOUT:-480} ))
+  for suite in ${SUITES:-full}; do
+    left=$(( end - $(date +%s) ))
+    [ "$left" -gt 10 ] || { echo "no time left for suite $suite"; break; }
+    echo "== suite $suite ($left s left)"
+    timeout "$left" python3 -m bench.cli --results "$RESULTS" run --suite "$suite" --device cuda \
+        ${JOBS:+--jobs "$JOBS"} "$@"
+    echo "bench exit ($suite): $?"
+  done
+}
+if [ -n "${DETACH:-}" ]; then
+  export -f run_suites
+  export RESULTS SUITES JOBS BENCH_TIMEOUT
+  setsid bash -c 'run_suites "$@"; echo "DETACHED RUN DONE $(date -u +%H:%M:%S)"' _ "$@" \
+      > "$RESULTS/detached.log" 2>&1 < /dev/null &
+  wait_detached; collect; exit 0
+fi
+run_suites "$@"
 pkill -f "bench.cli" 2>/dev/null  # lanes of a suite cut short: the next call reruns their cells
-# Records, logs and small artifacts come back; trained models stay (set KEEP_CACHE=1 to bring them too).
-tar czf "$OUT/full_records.tgz" -C "$RESULTS" records $(test -d "$RESULTS/artifacts" && echo artifacts) \
-    $(test -d "$RESULTS/logs" && echo logs) ${KEEP_CACHE:+cache}
+collect
