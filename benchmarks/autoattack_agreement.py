@@ -27,9 +27,14 @@ WORST_CASES = {"worst-case": "Linf", "worst-case-l2": "L2"}
 
 def _weights(cache: Path, defense: dict):
     path = cache / f"{defense['model_key']}.safetensors"
+    if not path.is_file():
+        print(f"autoattack_agreement: no cached model {path.name} in {cache} (the record's model key)", file=sys.stderr)
+        raise SystemExit(2)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if defense.get("weights_sha256") and digest != defense["weights_sha256"]:
-        raise SystemExit(f"{path}: sha256 {digest[:12]} is not the record's {defense['weights_sha256'][:12]}")
+        print(f"autoattack_agreement: {path}: sha256 {digest[:12]} is not the record's "
+              f"{defense['weights_sha256'][:12]}", file=sys.stderr)
+        raise SystemExit(2)
     from safetensors.torch import load_file
 
     return load_file(path)
@@ -48,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if not (args.results / "records").is_dir():
+        ap.error(f"--results {args.results}: no records/ folder there")
+    if args.n < 1:
+        ap.error(f"--n must be at least 1, not {args.n}")
 
     import torchattacks
 
