@@ -6,6 +6,8 @@
 # Usage: OUT=<folder for results> BENCH_GIT_COMMIT=<sha> [SUITES="full mtard-full ..."] scripts/gpu_full_run.sh [extra `bench run` args]
 # e.g. the image grid's seeds 1 and 2 across calls: RESULTS=/tmp/results DETACH=1 BENCH_TIMEOUT=1500 JOBS=6 ... --seed 1 2,
 # then RESULTS=/tmp/results COLLECT=1 ... in each following call (within the host's 30-second idle window).
+# Several groups side by side on a host of several GPUs: one call per group with its own CUDA_VISIBLE_DEVICES,
+# RESULTS and SUITES, DETACH=1 WAIT_S=0 (return at once), and SKIP_INSTALL=1 for all but the first.
 # RESULTS=<folder outside the checkout> keeps records and trained models across calls to a warm host (seeded once
 # from the committed records, so finished cells are skipped); a later call resumes where the last one stopped.
 set -uo pipefail
@@ -29,10 +31,13 @@ if [ -n "${COLLECT:-}" ]; then
   wait_detached; collect; exit 0
 fi
 if [ ! -d "$RESULTS/records" ]; then mkdir -p "$RESULTS" && cp -r leaderboards/records leaderboards/artifacts "$RESULTS"/; fi
+# SKIP_INSTALL=1: a later group on a host where an earlier one installed (its lanes import from /tmp/site).
+if [ -z "${SKIP_INSTALL:-}" ]; then
 [ -d /tmp/site/bench ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 # matplotlib (MTARD's trajectory plot, the SYN digits' fonts) if the host lacks it: wheels in .data/mpl
 python3 -c "import matplotlib" 2>/dev/null || [ -d /tmp/site/matplotlib ] || python3 -m pip install -q --no-index --no-deps --target /tmp/site .data/mpl/*.whl
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target /tmp/site .
+fi
 export PYTHONPATH=/tmp/site BENCH_DATA="$PWD/.data" BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # SETUP_ONLY=1: install and stop (for callers that run their own commands, e.g. benchmarks/gpu_speed.py --suites).
