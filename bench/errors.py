@@ -24,6 +24,11 @@ class NotCertifiable(Exception):
 def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is a device or host out-of-memory error, however a library wrapped it (auto_LiRPA's
     TorchScript re-raises CUDA's as a plain RuntimeError): a matter of load, not of the model."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+    if isinstance(exc, MemoryError):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    return isinstance(exc, RuntimeError) and out_of_memory_error(type(exc).__name__, str(exc))
+
+
+def out_of_memory_error(type_name: str, message: str) -> bool:
+    """The same judgement from a failed record's error type and message."""
+    return type_name in ("OutOfMemoryError", "MemoryError") or "out of memory" in message.lower()

@@ -9,7 +9,8 @@ k mod #GPUs, pinned with CUDA_VISIBLE_DEVICES; the jobs are partitioned by model
 evaluates whole models.
 
 A job whose worker raises or dies has its unfinished cells recorded as failed; a replacement worker takes the
-remaining jobs. Rerunning completes only what is missing, as with the sequential runner.
+remaining jobs. A job with a cell that ran out of memory runs once more after the lanes, alone. Rerunning
+completes only what is missing, as with the sequential runner.
 """
 from __future__ import annotations
 
@@ -113,6 +114,16 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
     finally:
         for w in pool.values():
             w.stop()
+    # Lanes share a GPU, so a cell can run out of memory at another lane's peak: a job with such a cell runs once
+    # more when the lanes are gone, in this process and one job at a time (its model comes from the cache).
+    again = [i for i in pending if runner.unfinished(the_plan.jobs[i], profile)[1]]
+    if again:
+        runner.say(f"{len(again)} job(s) ran out of memory beside other lanes: running them again, one at a time")
+    for i in again:
+        runner.failed -= runner.unfinished(the_plan.jobs[i], profile)[0]  # counted again if they fail again
+        runner.summary = []
+        runner.execute(Plan(profile, [the_plan.jobs[i]]))
+        rows[i], runner.summary = runner.summary, []
     runner.summary = [row for i in sorted(rows) for row in rows[i]]
     return 1 if runner.failed else 0
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from bench import hashing, hparams, validate
 from bench.tables import metric_label
-from bench.errors import InvariantViolation, NotCertifiable, UsageError, out_of_memory
+from bench.errors import InvariantViolation, NotCertifiable, UsageError, out_of_memory, out_of_memory_error
 from bench.plugins import PROFILES, Attack, Certifier, Dataset, Defense, Evaluation, Evaluator
 from bench.records import load_record, pack_mask, read_record, record_path, unpack_mask, write_record
 
@@ -330,6 +330,20 @@ class Runner:
             self.say(f"  damaged record {path}: {why}; its cell is run again")
         return (record is not None and record.get("key") == cell.key
                 and record.get("status") in ("ok", "not_certifiable") and _same_weights(record, weights))
+
+    def unfinished(self, job: ModelJob, profile: str) -> tuple[int, int]:
+        """The job's cells without a finished record, and how many of them last failed for want of memory."""
+        missing = memory = 0
+        for cell in job.cells:
+            if self.done(job, cell, profile):
+                continue
+            missing += 1
+            record, _ = load_record(record_path(self.records, self._skeleton(job, cell, profile)))
+            error = (record or {}).get("error") or {}
+            if (record or {}).get("status") == "failed" and record.get("key") == cell.key \
+                    and out_of_memory_error(error.get("type", ""), error.get("message", "")):
+                memory += 1
+        return missing, memory
 
     def execute(self, plan: Plan) -> int:
         """Run the plan; 0 when every cell succeeded, 1 when some failed."""

@@ -31,5 +31,16 @@ class RaisesInTraining(DiesInTraining):
         raise ValueError("boom: this defense cannot train")
 
 
+class OutOfMemoryInLanes(DiesInTraining):
+    """Runs out of memory in every worker process, as beside other lanes' peaks, and trains (a no-op) alone."""
+
+    def fit(self, model, data, ctx):
+        if multiprocessing.parent_process() is not None:
+            import torch
+
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.12 GiB (a test's)")
+
+
 EXTRA = {"defense": {"dies": "plugins_for_executors:DiesInTraining",
-                     "raises": "plugins_for_executors:RaisesInTraining"}}
+                     "raises": "plugins_for_executors:RaisesInTraining",
+                     "oom-in-lanes": "plugins_for_executors:OutOfMemoryInLanes"}}

@@ -86,6 +86,26 @@ def test_a_dying_worker_fails_its_job_and_the_others_finish(tmp_path, capfd):
     assert "1 job(s) in 1 worker process(es)" in out and out.count("(skipped)") == 2
 
 
+def test_a_job_that_ran_out_of_memory_in_a_lane_runs_again_alone_and_other_failures_do_not(tmp_path, capfd):
+    from plugins_for_executors import EXTRA as FAILING
+    from plugins_for_tests import EXTRA
+
+    extra, registry = registry_with(EXTRA, FAILING)
+    sel = grid(("oom-in-lanes", "raises", "standard"), ("fgsm", "pgd-linf"))
+    runner = Runner(registry, tmp_path, device="cpu")
+    assert run_parallel(runner, sel, plan(registry, sel), jobs=2, extra=extra) == 1
+    assert runner.failed == 2  # raises' two cells; oom-in-lanes' are not counted twice
+    out = capfd.readouterr().out
+    assert "1 job(s) ran out of memory beside other lanes" in out
+    records = [json.loads(p.read_text()) for p in (tmp_path / "records").rglob("*.json")]
+    status = {(r["defense"]["name"], r["attack"]["name"]): r["status"] for r in records}
+    assert status == {("oom-in-lanes", "fgsm"): "ok", ("oom-in-lanes", "pgd-linf"): "ok",
+                      ("raises", "fgsm"): "failed", ("raises", "pgd-linf"): "failed",
+                      ("standard", "fgsm"): "ok", ("standard", "pgd-linf"): "ok"}
+    assert [(r["defense"], r["status"]) for r in runner.summary] == \
+        [("oom-in-lanes", "ok")] * 2 + [("raises", "failed")] * 2 + [("standard", "ok")] * 2
+
+
 def test_jobs_below_one_is_a_usage_error(cli, tmp_path):
     code, _, err = cli("--results", tmp_path, "run", "--suite", "smoke", "--jobs", "0")
     assert code == 2 and "--jobs must be at least 1" in err and not tmp_path.joinpath("records").exists()
