@@ -260,6 +260,11 @@ def compare(row: Row, ref: Row | None, column: Column | None) -> dict | None:
     return stats.paired_seeds(row.by_seed.get(column, {}), ref.by_seed.get(column, {}))
 
 
+def _fewer_seeds(row: Row, column) -> str:
+    k = len(row.cells.get(column, []))
+    return f" ({k} seeds)" if 0 < k < row.seeds else ""
+
+
 def _budget(row: Row) -> str:
     return budget(row.params, None)
 
@@ -276,7 +281,7 @@ def render_markdown(table: Table) -> str:
                 "| --- | " + "---: | " * (len(head) - 2) + "--- |"]
         for row in s.rows:
             robust = ["n/c" if c in row.not_certifiable else "failed" if c.attack in row.failed and not row.cells.get(c)
-                      else fmt(row.cells.get(c, [])) + (MARK if c in row.flagged else "")
+                      else fmt(row.cells.get(c, [])) + _fewer_seeds(row, c) + (MARK if c in row.flagged else "")
                       + (MASKED if c in row.masking else "") for c in s.columns]
             n_main = min(row.n) if row.n else None
             interval = ci(row.cells.get(main, []) if main else row.clean, n_main)
@@ -292,6 +297,9 @@ def render_markdown(table: Table) -> str:
                 stats_footer(ref.label if ref else None,
                              "McNemar over the examples where per-example outcomes are recorded, else paired t "
                              "over the common seeds"), "", provenance(s.records)]
+        if any(_fewer_seeds(row, c) for row in s.rows for c in s.columns):
+            out += ["", "(k seeds): a cell with fewer seeds than its row, whose other seeds failed (Failed cells): "
+                        "its mean is over those k seeds only."]
         if len({_budget(row) for row in s.rows}) > 1:  # e.g. mnist-5k: lirpa's batch floor vs standard's epochs
             out += ["", "Budgets differ between rows (Budget, Train (s)): part of a gap between such rows is a "
                         "budget effect, not the method's."]

@@ -202,6 +202,18 @@ def test_mean_and_sample_std_by_hand():
     assert row.split(",")[4:8] == ["0.920000", "0.020000", "0.600000", "0.100000"]
 
 
+def test_a_cell_with_fewer_seeds_than_its_row_says_so():
+    records = [make_record("pgd-at", "worst-case", seed, 0.9, {0.3: 0.5 + seed / 10}) for seed in range(3)]
+    records += [make_record("pgd-at", "fgsm", seed, 0.9, {0.3: 0.7}) for seed in (0, 2)]
+    records += [make_record("pgd-at", "fgsm", 1, 0.9, {0.3: 0.7}, status="failed")]
+    md = render_markdown(build_tables(records, headline=HEADLINE)[DATASET])
+    assert "| pgd-at | 90.0 ± 0.0 | 60.0 ± 10.0 | 70.0 ± 0.0 (2 seeds) |" in md
+    assert "(k seeds): a cell with fewer seeds than its row" in md
+    full = render_markdown(build_tables(records[:3] + records[3:5] + [make_record("pgd-at", "fgsm", 1, 0.9, {0.3: 0.7})],
+                                        headline=HEADLINE)[DATASET])
+    assert "(2 seeds)" not in full and "(k seeds)" not in full
+
+
 def test_failed_records_are_ignored_and_no_headline_means_every_eps():
     failed = make_record("pgd-at", "pgd-linf", 0, 0.5, {0.1: 0.4}, status="failed")
     assert build_tables([failed]) == {}
