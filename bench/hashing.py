@@ -6,8 +6,10 @@ import functools
 import hashlib
 import importlib.util
 import inspect
+import io
 import json
 import sys
+import tokenize
 from typing import Any
 
 # Where a result's code lives beyond its plugin's own package: the tracks' packages, the built-in plugin packages,
@@ -26,17 +28,55 @@ def digest(obj: Any) -> str:
 
 
 def _normalised(source: str) -> str:
-    """The code without comments, docstrings and import statements: what computes. Imports are followed
-    separately (``helper_modules``), so moving a module or renaming its package changes no key."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
+    """The code without comments, docstrings, import statements and layout: what computes. Imports are followed
+    separately (``helper_modules``), so moving a module or renaming its package changes no key. Built from the
+    tokens, not by printing the syntax tree again: ``ast.unparse`` writes f-strings differently from Python 3.12
+    on, which gave one file two hashes (records made on a 3.11 machine and on a 3.12 GPU host never matched)."""
+    lines = source.splitlines(keepends=True)
+
+    def char_col(line: int, byte_col: int) -> int:  # the syntax tree counts UTF-8 bytes, tokenize characters
+        return len(lines[line - 1].encode()[:byte_col].decode("utf-8", errors="ignore"))
+
+    skipped = []  # (start, end) positions of imports and docstrings, as (line, column) in characters
+    for node in ast.walk(ast.parse(source)):
         body = getattr(node, "body", None)
         if not isinstance(body, list):
             continue
-        kept = [s for s in body if not isinstance(s, (ast.Import, ast.ImportFrom))
-                and not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str))]
-        node.body = kept or [ast.Pass()]
-    return ast.unparse(tree)
+        for stmt in body:
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)) or (
+                    isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+                    and isinstance(stmt.value.value, str)):
+                skipped.append(((stmt.lineno, char_col(stmt.lineno, stmt.col_offset)),
+                                (stmt.end_lineno, char_col(stmt.end_lineno, stmt.end_col_offset))))
+
+    def text(start, end) -> str:
+        (l0, c0), (l1, c1) = start, end
+        if l0 == l1:
+            return lines[l0 - 1][c0:c1]
+        return lines[l0 - 1][c0:] + "".join(lines[l0:l1 - 1]) + lines[l1 - 1][:c1]
+
+    out, depth, fstring_start = [], 0, None
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        name = tokenize.tok_name[tok.type]
+        if name == "FSTRING_START":  # 3.12+ splits an f-string into parts: keep it whole, as 3.11's one token
+            depth += 1
+            fstring_start = fstring_start or tok.start
+            continue
+        if depth:
+            if name == "FSTRING_END":
+                depth -= 1
+                if not depth:
+                    tok = tok._replace(type=tokenize.STRING, string=text(fstring_start, tok.end), start=fstring_start)
+                    fstring_start = None
+            if depth:
+                continue
+        if tok.type in (tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER):
+            continue
+        if any(a <= tok.start < b for a, b in skipped):
+            continue
+        out.append({tokenize.NEWLINE: "\n", tokenize.INDENT: "<indent>", tokenize.DEDENT: "<dedent>"}.get(
+            tok.type, tok.string))
+    return " ".join(out)
 
 
 @functools.cache

@@ -1,6 +1,7 @@
 """The runner's guarantees: threat model enforced, failures contained, resume after interruption, corrupt
 cache rebuilt, defenses can ask for other defenses' models, refusal of incompatible pairs, determinism."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -213,6 +214,31 @@ def test_cache_keys_depend_on_the_code_not_on_where_it_sits_or_its_comments():
     edited = code.replace("# why", "# another reason").replace("Doc.", "Other doc.")
     changed = code.replace("+ 1", "+ 2")
     assert _normalised(code) == _normalised(moved) == _normalised(edited) != _normalised(changed)
+
+
+def test_cache_keys_ignore_layout_and_are_the_same_on_every_python():
+    """ast.unparse prints f-strings differently from Python 3.12 on: a hash built on it differed between a 3.11
+    machine and a 3.12 GPU host for the same file. The tokens of the source are the same everywhere."""
+    import shutil
+    import subprocess
+    import sys
+
+    from bench.hashing import _normalised
+
+    code = 'def f(x, y):\n    return f"{x!r:>{y}} {\', \'.join(map(str, x))} {{raw}} {f\'{y}\'}" + "±"\n'
+    wrapped = code.replace("(x, y)", "(\n    x,  # a comment\n    y\n)")
+    assert _normalised(code) == _normalised(wrapped) != _normalised(code.replace("{y}} ", "{y}}!"))
+    assert 'f"{x!r:>{y}}' in _normalised(code)  # the literal as written
+    others = [p for p in (shutil.which(f"python3.{minor}") for minor in range(8, 20)) if p]
+    others += [str(p) for p in Path.home().glob(".pyenv/versions/3.*/bin/python3")]
+    for python in others:
+        if subprocess.run([python, "-c", "import sys; assert sys.version_info >= (3, 8)"]).returncode:
+            continue
+        out = subprocess.run([python, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                              "from bench.hashing import _normalised; print(_normalised(sys.stdin.read()))",
+                              str(Path(__file__).parents[2])], input=code, capture_output=True, text=True)
+        if out.returncode == 0:  # an interpreter too old for bench's own syntax cannot say
+            assert out.stdout.rstrip("\n") == _normalised(code), python
 
 
 def test_a_worst_case_s_key_and_code_name_its_components(registry, tmp_path):
