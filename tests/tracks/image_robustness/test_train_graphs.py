@@ -34,10 +34,16 @@ def _ctx(device, seed=0):
                         artifacts=None, model_of=None)
 
 
-def _train(device, params, loss_fn=None, graph_safe_loss=False, seed=0):
+def _train(device, params, loss_fn=None, graph_safe_loss=False, seed=0, nudge=0.0):
+    """``nudge``: a relative perturbation of the initial weights, of the size of float noise."""
     data = _task()
     torch.manual_seed(seed)
     model = build_model(params.arch, SHAPE, 10)
+    if nudge:
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(1)
+            for p in model.parameters():
+                p.mul_(1 + nudge * torch.randn(p.shape, generator=g))
     ctx = _ctx(device, seed)
     train_classifier(model, data, ctx, params, loss_fn=loss_fn, graph_safe_loss=graph_safe_loss)
     return model, data, ctx
@@ -93,9 +99,9 @@ def test_graphed_training_equals_eager(monkeypatch, arch):
     eager, _, ctx_e = _train("cuda", params)
     # Float differences grow along a training. Without BatchNorm the graphed weights must stay close to the eager
     # ones relative to how far training moved them (a replay that skipped or repeated updates would be far off).
-    # With BatchNorm they drifted further on an H200 (the first conv 15 % of its movement apart after 62 steps;
-    # a conv before BatchNorm is scale-invariant, where float noise is free to grow -- our reading, not proven):
-    # there only the function is compared, below.
+    # With BatchNorm they drifted further on an H200 (the first conv 15 % of its movement apart after 62 steps,
+    # 95.2 % equal test predictions): there the graphed training is compared with the spread that float noise
+    # alone gives, two eager trainings whose initial weights differ by 1e-6 relative.
     for name, w_e in eager.state_dict().items():
         if w_e.is_floating_point() and arch == "cnn-small":
             moved = (w_e.cpu() - start[name]).norm()
@@ -103,7 +109,13 @@ def test_graphed_training_equals_eager(monkeypatch, arch):
             assert apart <= 0.05 * moved + 1e-6, f"{name}: {apart:.2e} apart, training moved it {moved:.2e}"
     with torch.no_grad():
         same = (graphed(data.test_x.cuda()).argmax(1) == eager(data.test_x.cuda()).argmax(1)).float().mean().item()
-    assert same >= 0.97, f"only {same:.1%} of the test predictions agree"
+    allowed = 0.03
+    if arch == "cnn-bn":
+        nudged, _, _ = _train("cuda", params, nudge=1e-6)
+        with torch.no_grad():
+            floor = (nudged(data.test_x.cuda()).argmax(1) == eager(data.test_x.cuda()).argmax(1)).float().mean()
+        allowed = max(allowed, 2 * (1 - floor.item()))
+    assert 1 - same <= allowed, f"only {same:.1%} of the test predictions agree (float noise: {1 - allowed / 2:.1%})"
     assert abs(_accuracy(graphed, data, "cuda") - _accuracy(eager, data, "cuda")) <= 0.02
     assert ctx_g.history[-1]["loss"] == pytest.approx(ctx_e.history[-1]["loss"], rel=0.02)
     assert ctx_g.history[-1]["lr"] == pytest.approx(ctx_e.history[-1]["lr"], rel=1e-5)
