@@ -40,6 +40,12 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --
 fi
 export PYTHONPATH=/tmp/site BENCH_DATA="$PWD/.data" BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+# MPS=1: CUDA's multi-process service, so the lanes' kernels run side by side instead of taking turns (measured
+# on the H200: 8 lanes of the image and domain grids, each about as fast as one of 3 lanes without it).
+if [ -n "${MPS:-}" ] && ! pgrep -x nvidia-cuda-mps >/dev/null && command -v nvidia-cuda-mps-control >/dev/null; then
+  nvidia-cuda-mps-control -d && python3 -c "import torch; torch.ones(1, device='cuda')" \
+      || { echo quit | nvidia-cuda-mps-control; echo "MPS did not start: lanes take turns"; }
+fi
 # SETUP_ONLY=1: install and stop (for callers that run their own commands, e.g. benchmarks/gpu_speed.py --suites).
 [ -z "${SETUP_ONLY:-}" ] || exit 0
 [ -n "${SKIP_BENCH:-}" ] || python3 benchmarks/gpu_speed.py --json "$OUT/gpu_speed.json" || true
