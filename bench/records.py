@@ -12,7 +12,8 @@ A record (schema ``bench.record/1``)::
                  {"name": "robust_acc", "norm": "linf", "eps": 0.1, "value": 0.72, "n": 1000,
                   "definition": "pgd-linf(steps=20, ...)"}, ...],
      "threat_model": {"norm": "linf", "epsilons": [...], "checked": <examples checked>, "violations": <n>},
-     "timings": {"train_s": float, "train_cached": bool, "eval_s": float},
+     "timings": {"train_s": float, "train_cached": bool, "eval_s": float,
+                 "gpu_peak_mib": int},  # CUDA only: the cell's peak of memory reserved by PyTorch
      "hardware": {...}, "packages": {...}, "git_commit": str | null, "bench_version": str, "created": iso-8601,
      "code": {<module>: <normalised-source hash>},  # the code the result depends on (bench.hashing.code_hashes)
      "error": {"type", "message", "log"},  # failed records only

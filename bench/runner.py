@@ -390,6 +390,10 @@ class Runner:
         blocks back; any other error fails the cell at once."""
         for attempt in range(OOM_RETRIES + 1):
             try:
+                if self.device.type == "cuda":
+                    import torch
+
+                    torch.cuda.reset_peak_memory_stats()
                 self._evaluate(job, cell, profile, model, meta, clean)
             except NotCertifiable as exc:
                 self._not_certifiable(job, cell, profile, exc)
@@ -402,6 +406,14 @@ class Runner:
                 self._fail(job, cell, profile, exc, stage="evaluation")
             self._release_memory()
             return
+
+    def _gpu_peak(self) -> dict:
+        """The cell's peak of GPU memory held by PyTorch's allocator (what sizes lanes), on CUDA only."""
+        if self.device.type != "cuda":
+            return {}
+        import torch
+
+        return {"gpu_peak_mib": round(torch.cuda.max_memory_reserved() / 2**20)}
 
     def _release_memory(self) -> None:
         """Hand the allocator's cached blocks back to the GPU after a cell, so lanes sharing it can use them."""
@@ -464,7 +476,7 @@ class Runner:
                   "threat_model": {"norm": attack.norm, "epsilons": list(cell.epsilons),
                                    "checked": checked, "violations": violations},
                   "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"], "eval_s": eval_s,
-                              "clean_eval_s": clean_s},
+                              "clean_eval_s": clean_s, **self._gpu_peak()},
                   "per_example": per_example}
         if violations:
             self.say(f"  WARNING {attack.name}: {violations} adversarial examples were outside the "
@@ -596,7 +608,7 @@ class Runner:
             metrics.append({**m, "value": float(m["value"]), "n": int(m["n"])})
         record = {**self._skeleton(job, cell, profile, meta), "status": "ok", "metrics": metrics,
                   "timings": {"train_s": meta["train_s"], "train_cached": meta["cached"],
-                              "eval_s": time.perf_counter() - start, "clean_eval_s": clean_s}}
+                              "eval_s": time.perf_counter() - start, "clean_eval_s": clean_s, **self._gpu_peak()}}
         if ctx.artifacts.exists():
             from bench.artifacts import compress_csvs
 

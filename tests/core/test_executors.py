@@ -222,6 +222,8 @@ def test_gpu_lanes_by_default_give_the_sequential_records(cli, tmp_path):
             {k: record[k] for k in ("key", "config_id", "status")}
         for ours, theirs in zip(lanes[path]["metrics"], record["metrics"]):
             assert ours["name"] == theirs["name"] and abs(ours["value"] - theirs["value"]) <= 0.02
+    for path in (tmp_path / "lanes" / "records").rglob("*.json"):  # each cell's memory peak, for sizing lanes
+        assert json.loads(path.read_text())["timings"]["gpu_peak_mib"] > 0
 
 
 def test_bench_run_on_cuda_takes_lanes_by_default_and_the_cpu_stays_sequential(cli, tmp_path, monkeypatch):
