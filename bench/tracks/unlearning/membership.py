@@ -29,6 +29,7 @@ import zlib
 import numpy as np
 
 FPRS = ((0.01, "1%"), (0.001, "0.1%"))
+UNATTAINABLE_FPR = "the lowest attainable FPR is 0"  # in a TPR's definition; the table marks such cells
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -98,7 +99,7 @@ def attack_metrics(definition_id: str, text: str, forget: np.ndarray, cal: np.nd
     add("mia_auc", auc(forget, ev), n_auc, "ROC AUC, forget set vs held-out class-matched non-members",
         bootstrap(auc, [forget, ev], resamples, _rng(seed, definition_id, "auc")))
     for fpr, label in FPRS:
-        floor = "" if fpr * len(ev) >= 1 else f" (with {len(ev)} non-members the lowest attainable FPR is 0)"
+        floor = "" if fpr * len(ev) >= 1 else f" (with {len(ev)} non-members {UNATTAINABLE_FPR})"
         add(f"mia_tpr@{label}fpr", tpr_at_fpr(forget, ev, fpr), n_auc,
             f"share of the forget set above the threshold passing at most {label} of the held-out non-members"
             + floor, bootstrap(lambda p, n, f=fpr: tpr_at_fpr(p, n, f), [forget, ev], resamples,

@@ -24,6 +24,7 @@ import statistics
 from collections import defaultdict
 
 from bench import stats
+from bench.tracks.unlearning.membership import UNATTAINABLE_FPR
 from bench.tables import (
     GENERATED,
     budget,
@@ -44,6 +45,7 @@ SPLIT_ORDER = ("remain", "forget", "forget-true", "test", "test-retained", "test
 MIA_ORDER = ("lira-online", "lira-offline", "u-lira", "confidence-logreg", "softmax-gbdt")
 DIAGNOSTICS = {"agree_original": "Agree orig.", "agree_retrain": "Agree retrain", "weight_change": "Δw"}
 REFERENCE = "retrain"
+FPR_FLOOR = "ᶠ"
 DETAIL = (("mia_auc", "AUC"), ("mia_tpr@1%fpr", "TPR@1%FPR"), ("mia_tpr@0.1%fpr", "TPR@0.1%FPR"),
           ("mia_forget", "Member share"), ("mia_fpr_heldout", "Held-out FPR"), ("mia_power_auc", "Gate AUC"))
 HEADLINE = "acc forget"  # the column of the 95 % CI and the paired comparison with retrain
@@ -73,7 +75,7 @@ def _section(records: list[dict]):
     """Rows {key: {"cells": {column: {seed: value}}, "time": {seed: s}, "detail": {(def, name, split): {seed:
     value}}}}, the columns, the rows in order, and the gate {(definition, seed): (signal, lo, hi)}."""
     rows: dict[tuple[str, str], dict] = defaultdict(
-        lambda: {"cells": defaultdict(dict), "time": {}, "detail": defaultdict(dict)})
+        lambda: {"cells": defaultdict(dict), "time": {}, "detail": defaultdict(dict), "unattainable": set()})
     columns: set[str] = set()
     gates: dict[tuple[str, int], tuple] = {}
     for r in records:
@@ -88,6 +90,8 @@ def _section(records: list[dict]):
                 row["cells"][column][r["seed"]] = m["value"]
             if m["name"].startswith("mia_") and "definition_id" in m:
                 row["detail"][(m["definition_id"], m["name"], m.get("split", ""))][r["seed"]] = m["value"]
+                if UNATTAINABLE_FPR in m.get("definition", ""):  # too few non-members for the stated FPR
+                    row["unattainable"].add((m["definition_id"], m["name"]))
                 if m["name"] in ("mia_power_auc", "mia_signal"):
                     power[m["definition_id"]][(m["name"], m.get("split", ""))] = m["value"]
         for definition, values in power.items():
@@ -191,6 +195,11 @@ def _detail_cell(row: dict, definition: str, name: str) -> str:
         return f"{100 * values[0]:.1f}{bounds}"
     interval = _interval(values)
     return fmt(values) + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else "")
+
+
+def _detail_cell_marked(row: dict, definition: str, name: str) -> str:
+    cell = _detail_cell(row, definition, name)
+    return cell + FPR_FLOOR if (definition, name) in row["unattainable"] and cell != "-" else cell
 
 
 def _notes(columns, rows, gates) -> list[str]:
@@ -391,7 +400,12 @@ def _detail_tables(columns, rows, gates) -> list[str]:
             signal = [_signal(gates, d, s) for s in seeds]
             text = "yes" if signal and all(signal) else "n.s." if not any(signal) else \
                 f"{sum(signal)}/{len(signal)} seeds"
-            lines.append(md_row([d, r["label"]] + [_detail_cell(r["row"], d, name) for name, _ in DETAIL] + [text]))
+            lines.append(md_row([d, r["label"]] + [_detail_cell_marked(r["row"], d, name) for name, _ in DETAIL]
+                                + [text]))
+    if any(r["row"]["unattainable"] for r in rows):
+        lines += ["", f"{FPR_FLOOR} Fewer held-out non-members than 1 / FPR: no threshold passes that few, so the "
+                      "cell is the TPR at the strictest threshold there is (FPR 0, above every non-member), "
+                      "not at the stated FPR; it cannot be compared with a TPR measured at that FPR."]
     return lines + [""]
 
 

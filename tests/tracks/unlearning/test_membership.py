@@ -179,6 +179,12 @@ def test_points_no_model_saw_have_no_signal_and_the_table_says_ns(random_data):
     for row in rows[:2]:
         assert row[head.index("AUC lira-online")] == "n.s." and row[head.index("AUC lira-offline")] == "n.s."
     assert "**n.s. = no signal**" in md and "`lira-online` (seed 0:" in md
+    # 31 held-out non-members: neither 1 % nor 0.1 % FPR is attainable, and the per-attack table says so
+    detail = [line.split(" | ") for line in md.splitlines() if line.startswith("| lira-online | original")]
+    head = next(line.split(" | ") for line in md.splitlines() if line.startswith("| Attack | Method"))
+    for label in ("TPR@1%FPR", "TPR@0.1%FPR"):
+        assert detail[0][head.index(label)].endswith("ᶠ")
+    assert not detail[0][head.index("AUC")].endswith("ᶠ") and "ᶠ Fewer held-out non-members than 1 / FPR" in md
 
 
 def test_u_lira_runs_the_method_on_the_shadows(noisy_data):
