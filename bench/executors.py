@@ -159,17 +159,43 @@ def lane_memory_bytes(weight_bytes: int) -> int:
     return int(LANE_BASE_GIB * 2**30 + ACTIVATIONS_PER_WEIGHT * weight_bytes)
 
 
-def choose_lanes(free_bytes: list[int], weight_bytes: int, models: int, cores: int) -> int:
+# A measured peak (a record's timings.gpu_peak_mib) is a peak of one run: lanes are sized with this margin.
+MEASURED_MARGIN = 1.25
+
+
+def choose_lanes(free_bytes: list[int], weight_bytes: int, models: int, cores: int,
+                 measured_bytes: int | None = None) -> int:
     """The rule behind ``--jobs auto`` with CUDA (and the default of ``bench run --device cuda``): as many lanes
-    as the GPUs' free memory holds at ``lane_memory_bytes`` each, at most ``MAX_LANES_PER_GPU`` a GPU, one per
-    model job and one per core; at least 1."""
-    fits = int(sum(free_bytes) // lane_memory_bytes(weight_bytes))
+    as the GPUs' free memory holds at ``lane_memory_bytes`` each -- or, where an earlier run measured a larger
+    peak for these cells (``measured_bytes``), at that peak times ``MEASURED_MARGIN`` --, at most
+    ``MAX_LANES_PER_GPU`` a GPU, one per model job and one per core; at least 1."""
+    lane = max(lane_memory_bytes(weight_bytes), int(MEASURED_MARGIN * (measured_bytes or 0)))
+    fits = int(sum(free_bytes) // lane)
     return max(1, min(fits, MAX_LANES_PER_GPU * len(free_bytes), models, cores))
+
+
+def measured_peak_bytes(results: Path, the_plan, pending: list[int]) -> int | None:
+    """The largest GPU memory peak that records in ``results`` report for the pending jobs' cells (by dataset,
+    profile, defense and attack: one model's seeds are alike), or None when none reports one."""
+    wanted = {(job.dataset.name, the_plan.profile, job.defense.name, cell.attack.name)
+              for job in (the_plan.jobs[i] for i in pending) for cell in job.cells}
+    peak = None
+    for path in (Path(results) / "records").rglob("*.json"):
+        try:
+            r = json.loads(path.read_text())
+            mib = (r.get("timings") or {}).get("gpu_peak_mib")
+            kind = (r["dataset"]["name"], r["profile"], r["defense"]["name"], r["attack"]["name"])
+        except (OSError, ValueError, KeyError, TypeError):  # the runner reports damaged records itself
+            continue
+        if mib and kind in wanted:
+            peak = max(peak or 0, int(mib) * 2**20)
+    return peak
 
 
 def auto_lanes(runner, the_plan, pending: list[int], gpus: list[str]) -> int:
     """How many worker processes to run: one per core (and per pending job) on the CPU; with CUDA,
-    ``choose_lanes`` for the largest pending model and the visible GPUs' free memory now."""
+    ``choose_lanes`` for the largest pending model, the peaks earlier runs measured for these cells and the
+    visible GPUs' free memory now."""
     cores = os.cpu_count() or 1
     if not gpus:
         return max(1, min(cores, len(pending)))
@@ -188,7 +214,8 @@ def auto_lanes(runner, the_plan, pending: list[int], gpus: list[str]) -> int:
             continue
         largest = max(largest, sum(p.numel() * p.element_size() for p in model.parameters()))
     free = [torch.cuda.mem_get_info(i)[0] for i in range(len(gpus))]
-    return choose_lanes(free, largest, len(pending), cores)
+    measured = measured_peak_bytes(runner.results, the_plan, pending) if getattr(runner, "results", None) else None
+    return choose_lanes(free, largest, len(pending), cores, measured)
 
 
 def _visible_gpus() -> list[str]:

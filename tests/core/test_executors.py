@@ -164,6 +164,32 @@ def test_jobs_auto_takes_one_lane_per_core_on_the_cpu_and_sizes_gpu_lanes_by_mem
     assert executors.auto_lanes(types.SimpleNamespace(), the_plan, pending, ["0"]) == 3
 
 
+def test_gpu_lanes_are_sized_by_the_peaks_earlier_records_measured(registry, monkeypatch, tmp_path):
+    import types
+
+    import torch
+
+    from bench import executors
+
+    sel = Selection(defenses=("standard",), attacks=("fgsm", "pgd-linf"), datasets=("uci-digits",),
+                    seeds=(0, 1, 2, 3), profile="smoke")
+    the_plan = plan(registry, sel)
+    pending = list(range(len(the_plan.jobs)))
+    monkeypatch.setattr(executors.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (int(10.5 * 2**30), 80 * 2**30))
+    runner = types.SimpleNamespace(results=tmp_path)
+    assert executors.auto_lanes(runner, the_plan, pending, ["0"]) == 4  # no measurement: ~1 GiB a lane
+    record = {"dataset": {"name": "uci-digits"}, "profile": "smoke", "defense": {"name": "standard"},
+              "attack": {"name": "pgd-linf"}, "timings": {"gpu_peak_mib": 4096}}
+    other = {**record, "attack": {"name": "square"}, "timings": {"gpu_peak_mib": 60_000}}  # not in this grid
+    (tmp_path / "records").mkdir()
+    for name, r in (("a.json", record), ("b.json", other)):
+        (tmp_path / "records" / name).write_text(json.dumps(r))
+    (tmp_path / "records" / "damaged.json").write_text("{")
+    assert executors.measured_peak_bytes(tmp_path, the_plan, pending) == 4096 * 2**20
+    assert executors.auto_lanes(runner, the_plan, pending, ["0"]) == 2  # 10.5 GiB / (1.25 x 4 GiB)
+
+
 def test_the_gpu_lane_rule_is_memory_over_lane_peak_capped_at_8_a_gpu_the_models_and_the_cores():
     from bench.executors import MAX_LANES_PER_GPU, choose_lanes, lane_memory_bytes
 
