@@ -17,10 +17,11 @@ from torch import nn
 from bench.tracks.text_robustness.backbone import head_module, load_mlm, single_token
 
 
-# MVP's default prompts per dataset (the paper's SST-2 templates; topic templates for bbc-news). The
-# rotten-tomatoes label words are LM-BFF's automatic choice on its training split for this backbone
-# (`python -m bench.tracks.text_robustness.label_words`, recorded in label_words_rotten-tomatoes.json):
-# MiniLM's rebuilt MLM head gives "negative"/"positive" almost no class signal and a strong "positive" prior.
+# MVP's default prompts per dataset (the paper's SST-2 templates; topic templates for bbc-news). The label
+# words are LM-BFF's automatic choice on each training split for this backbone (`python -m
+# bench.tracks.text_robustness.label_words --dataset D`, recorded in label_words_<D>.json): MiniLM's rebuilt
+# MLM head gives "negative"/"positive" almost no class signal and a strong "positive" prior; on bbc-news the
+# automatic words beat the topic names on the training texts (83.8 vs 74.8 %).
 MVP_TEMPLATES = {
     "rotten-tomatoes": ("Sentiment of the statement is [MASK] .", "[SEP] [MASK]",
                         "This is a [MASK] statement", "[SEP] The statement is [MASK]"),
@@ -29,7 +30,7 @@ MVP_TEMPLATES = {
 }
 MVP_VERBALIZERS = {
     "rotten-tomatoes": (("stupid",), ("smart",)),
-    "bbc-news": (("technology",), ("business",), ("politics",), ("sport",), ("entertainment",)),
+    "bbc-news": (("computer",), ("financial",), ("political",), ("chelsea",), ("tribute",)),
 }
 
 

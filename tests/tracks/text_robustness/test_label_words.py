@@ -109,7 +109,7 @@ def test_only_training_text_reaches_the_scoring(monkeypatch):
     assert len(report["label_words"]) == 2 and len(report["diagnosis"]["per_template"]) == 5
 
 
-@pytest.mark.parametrize("dataset", ["rotten-tomatoes"])
+@pytest.mark.parametrize("dataset", ["rotten-tomatoes", "bbc-news"])
 def test_default_label_words_are_the_recorded_training_choice(dataset):
     from bench.tracks.text_robustness.models import MVP_TEMPLATES, MVP_VERBALIZERS
 
