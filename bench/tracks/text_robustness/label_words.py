@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -126,10 +127,7 @@ def best_assignments(scores: torch.Tensor, labels: torch.Tensor, cands: list[lis
     """The ``top`` assignments (one distinct word per class) by training accuracy, among those whose every
     class share is >= ``min_share``; exhaustive over the candidates' product up to ``max_assignments``, else
     by ``coordinate_ascent``."""
-    n_total = 1
-    for c in cands:
-        n_total *= len(c)
-    if n_total > max_assignments:
+    if _assignments(cands) > max_assignments:
         return coordinate_ascent(scores, labels, cands, min_share, top)
     ranked = []
     for words in itertools.product(*cands):
@@ -142,11 +140,12 @@ def best_assignments(scores: torch.Tensor, labels: torch.Tensor, cands: list[lis
     return ranked[:top]
 
 
+def _assignments(cands: list[list[int]]) -> int:
+    return math.prod(len(c) for c in cands)
+
+
 def search_name(cands: list[list[int]], max_assignments: int = 2_000_000) -> str:
-    n_total = 1
-    for c in cands:
-        n_total *= len(c)
-    return "exhaustive" if n_total <= max_assignments else "coordinate ascent (20 random restarts)"
+    return "exhaustive" if _assignments(cands) <= max_assignments else "coordinate ascent (20 random restarts)"
 
 
 def select(scores: torch.Tensor, labels: torch.Tensor, eligible: torch.Tensor, k: int = 100,
