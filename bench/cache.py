@@ -55,6 +55,23 @@ class ModelCache:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    def busy(self, key: str) -> bool:
+        """Whether another holder of ``key``'s lock (a parallel worker training that model) has it now."""
+        try:
+            import fcntl
+        except ImportError:
+            return False
+        path = self.root / f"{key}.lock"
+        if not path.exists():
+            return False
+        with open(path, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
     def save(self, key: str, model, meta: dict[str, Any]) -> str:
         """Write the weights, then the metadata; returns the weights' sha256."""
         from safetensors.torch import save_file

@@ -93,7 +93,8 @@ class AttackContext:
 class EvalContext:
     """Given to ``Evaluator.evaluate``: where to compute, a seeded generator, ``model_of(defense, **overrides)``
     for another defense's model on the same data and seed (e.g. the original model of an unlearning scenario),
-    and an ``artifacts`` folder for per-example outputs (e.g. a text attack's CSV)."""
+    ``models_of([(defense, overrides), ...])`` for several at once (parallel lanes then train different ones side
+    by side), and an ``artifacts`` folder for per-example outputs (e.g. a text attack's CSV)."""
 
     device: torch.device
     batch_size: int
@@ -101,6 +102,11 @@ class EvalContext:
     profile: str
     model_of: Callable[..., torch.nn.Module]
     artifacts: Path | None = None  # a folder for per-example outputs (created on demand), recorded in the record
+    models_of: Callable[[list[tuple[str, dict]]], list[torch.nn.Module]] | None = None  # None: one at a time
+
+    def __post_init__(self):
+        if self.models_of is None:
+            self.models_of = lambda requests: [self.model_of(name, **o) for name, o in requests]
 
     @torch.no_grad()
     def logits(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -113,6 +113,9 @@ class Defense(Plugin):
     # Further tracks whose evaluators apply to this defense's models (a domain-generalisation classifier is
     # also attacked in the image-robustness grid); records are filed under the evaluator's track.
     also_tracks: ClassVar[tuple[str, ...]] = ()
+    # A helper model other plugins request through ``model_of`` (LiRA's shadows): True trains it once, with
+    # seed 0, for every run seed, so the evaluators of all seeds share it.
+    shared_across_seeds: ClassVar[bool] = False
 
     @classmethod
     def all_tracks(cls) -> tuple[str, ...]:

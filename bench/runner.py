@@ -304,17 +304,36 @@ class Runner:
         self._models[key] = (model, meta)
         return model, meta
 
-    def model_of(self, name: str, overrides: dict, dataset: Dataset, seed: int, profile: str):
-        """Another defense's model on the same data and seed (e.g. a teacher), trained first if missing."""
+    def _helper(self, name: str, overrides: dict, profile: str) -> Defense:
+        cls = self.registry.load("defense", name)
+        return cls(hparams.build_params(cls.Params, name, {**cls.profiles.get(profile, {}), **overrides}))
+
+    def _fetch(self, defense: Defense, dataset: Dataset, seed: int, profile: str):
         import torch
 
-        cls = self.registry.load("defense", name)
-        params = hparams.build_params(cls.Params, name, {**cls.profiles.get(profile, {}), **overrides})
+        seed = 0 if defense.shared_across_seeds else seed
         # The caller's global RNG stream must not depend on whether that model was in memory, cached or trained
         # now (a resumed or parallel run would otherwise give different numbers).
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            return self.model(cls(params), dataset, seed, profile)
+            return self.model(defense, dataset, seed, profile)
+
+    def model_of(self, name: str, overrides: dict, dataset: Dataset, seed: int, profile: str):
+        """Another defense's model on the same data and seed (e.g. a teacher), trained first if missing."""
+        return self._fetch(self._helper(name, overrides, profile), dataset, seed, profile)
+
+    def models_of(self, requests: list[tuple[str, dict]], dataset: Dataset, seed: int, profile: str) -> list:
+        """``model_of`` for several models (LiRA's shadows), in the order asked. One that another lane is
+        training now is taken after the others, so lanes that need the same set train different members of it
+        side by side instead of queueing behind the first."""
+        defenses = [self._helper(name, overrides, profile) for name, overrides in requests]
+        keys = [model_key(d, dataset, 0 if d.shared_across_seeds else seed) for d in defenses]
+        got: dict[int, object] = {}
+        while len(got) < len(defenses):
+            left = [i for i in range(len(defenses)) if i not in got]
+            i = next((i for i in left if keys[i] in self._models or not self.cache.busy(keys[i])), left[0])
+            got[i] = self._fetch(defenses[i], dataset, seed, profile)[0]
+        return [got[i] for i in range(len(defenses))]
 
     # ---- the grid -------------------------------------------------------------------------------------------
     def done(self, job: ModelJob, cell: Cell, profile: str, weights: str | None = None) -> bool:
@@ -597,6 +616,7 @@ class Runner:
         ctx = EvalContext(device=self.device, batch_size=self.batch_size, profile=profile,
                           generator=torch.Generator().manual_seed(int(cell.config_id[:15], 16)),
                           model_of=lambda name, **o: self.model_of(name, o, job.dataset, job.seed, profile)[0],
+                          models_of=lambda requests: self.models_of(requests, job.dataset, job.seed, profile),
                           artifacts=self.artifacts / "eval" / cell.key[:16])
         start = time.perf_counter()
         metrics = [] if clean_correct is None else [

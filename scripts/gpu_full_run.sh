@@ -59,10 +59,10 @@ run_suites() {
   for suite in ${SUITES:-full}; do
     left=$(( end - $(date +%s) ))
     [ "$left" -gt 10 ] || { echo "no time left for suite $suite"; break; }
-    echo "== suite $suite ($left s left)"
+    echo "== suite $suite ($left s left) at $(date -u +%H:%M:%S)"
     timeout "$left" python3 -m bench.cli --results "$RESULTS" run --suite "$suite" --device cuda \
         ${JOBS:+--jobs "$JOBS"} "$@"
-    echo "bench exit ($suite): $?"
+    echo "bench exit ($suite): $? at $(date -u +%H:%M:%S)"
   done
 }
 if [ -n "${DETACH:-}" ]; then

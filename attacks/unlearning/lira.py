@@ -64,8 +64,8 @@ class _ShadowAttack(Evaluator):
 
     def _shadows(self, recipe: dict, ctx):
         p = self.params
-        return [ctx.model_of("shadow", half=k, n_shadows=p.n_shadows, shadow_seed=p.shadow_seed, **recipe)
-                for k in range(p.n_shadows)]
+        return ctx.models_of([("shadow", dict(half=k, n_shadows=p.n_shadows, shadow_seed=p.shadow_seed, **recipe))
+                              for k in range(p.n_shadows)])
 
     def _inside(self, data, n_pool, candidates) -> np.ndarray:
         p = self.params
@@ -82,8 +82,8 @@ class LiRA(_ShadowAttack):
 
     Shadows: ``n_shadows`` models with the evaluated method's training recipe (its original's), each trained on
     a random half of the pool (training set + class-matched test non-members), every candidate IN exactly half
-    of them (``ctx.model_of("shadow", half=k, ...)``: cached, shared by every method and evaluation of the
-    scenario and seed). Statistic: phi = log(p_y / (1 - p_y)) of the example's label (the training label; the
+    of them (``ctx.models_of([("shadow", {"half": k, ...}), ...])``: cached, shared by every method, evaluation and
+    run seed of the scenario: the attack is fixed, the seeds vary the evaluated models). Statistic: phi = log(p_y / (1 - p_y)) of the example's label (the training label; the
     noisy forget set's corrupted one, and its non-members corrupted alike). Per example, Gaussians of phi under
     its IN and OUT shadows (median means; the pooled within-example variance below 64 shadows, per-example
     from 64, as LiRA recommends for few shadows).
@@ -158,9 +158,9 @@ class ULiRA(_ShadowAttack):
 
             cls = registry().load("defense", method)
             method_json = method_params_json(build_params(cls.Params, method, origin.get("params", {})))
-            unlearned = [ctx.model_of("shadow-unlearn", method=method, method_params=method_json, half=k,
-                                      n_shadows=p.n_shadows, shadow_seed=p.shadow_seed)
-                         for k in range(p.n_shadows)]
+            unlearned = ctx.models_of([("shadow-unlearn", dict(method=method, method_params=method_json, half=k,
+                                                                n_shadows=p.n_shadows, shadow_seed=p.shadow_seed))
+                                       for k in range(p.n_shadows)])
         fit = gaussians(self._phis(unlearned, xc, yc, ctx), inside, self._variance())
         target = phi(ctx.logits(model, xc), yc)
         original = phi(ctx.logits(ctx.model_of("original", **recipe), xc), yc)

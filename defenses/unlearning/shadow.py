@@ -1,8 +1,8 @@
 """Shadow models for likelihood-ratio membership inference (LiRA, U-LiRA): helpers, not unlearning methods.
 
 The track's evaluators request them with ``ctx.model_of("shadow", half=k, ...)`` (and ``"shadow-unlearn"``), so
-they are ordinary cached models of the runner: trained once per (scenario, recipe, seed, k) and reused by every
-method's evaluation.
+they are ordinary cached models of the runner: trained once per (scenario, recipe, k), with seed 0, and reused by
+every method's evaluation at every run seed (``shared_across_seeds``).
 """
 from __future__ import annotations
 
@@ -88,6 +88,7 @@ class Shadow(UnlearningDefense):
     """
 
     Params = ShadowParams
+    shared_across_seeds = True
 
     def check(self) -> None:
         _check_half(self.name, self.params.half, self.params.n_shadows)
@@ -116,6 +117,7 @@ class ShadowUnlearn(UnlearningDefense):
     """
 
     Params = ShadowUnlearnParams
+    shared_across_seeds = True
     profiles: dict = {}
     _cached = None
 

@@ -263,3 +263,18 @@ def test_a_worst_case_s_key_and_code_name_its_components(registry, tmp_path):
     (path,) = [p for p in (tmp_path / "records").rglob("*.json") if "/worst-case-" in p.as_posix()]
     code = json.loads(path.read_text())["code"]
     assert {type(p).__module__ for p in parts} <= set(code)
+
+
+def test_the_cache_tells_a_lock_held_elsewhere(tmp_path):
+    import fcntl
+
+    from bench.cache import ModelCache
+
+    cache = ModelCache(tmp_path)
+    assert not cache.busy("k")
+    with cache.lock("k"):
+        assert cache.busy("k"), "held by another open of the lock file (another lane)"
+    assert not cache.busy("k")
+    with open(tmp_path / "k.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        assert cache.busy("k")

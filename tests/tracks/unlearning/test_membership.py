@@ -228,6 +228,36 @@ def test_the_second_method_trains_no_shadow(tmp_path):
     assert len(records) == 3
 
 
+def test_shadows_are_shared_by_seeds_and_lanes_train_different_ones(tmp_path):
+    """Every run seed's LiRA uses the same shadows (trained once, with seed 0), and a shadow another lane is
+    training is taken after the others rather than waited for."""
+    registry = Registry()
+    sel = Selection(defenses=("original",), attacks=("lira",), datasets=("uci-digits-random",), seeds=(0, 1),
+                    profile="smoke", sets=("lira.n_shadows=3", "lira.resamples=20"))
+    out = io.StringIO()
+    runner = Runner(registry, tmp_path, device="cpu", out=out)
+    asked = []
+
+    def another_lane_trains_the_first(key):
+        asked.append(key)
+        return key == asked[0]
+
+    runner.cache.busy = another_lane_trains_the_first
+    calls, real = [], runner.model
+
+    def spy(defense, dataset, seed, profile):
+        if defense.name == "shadow":
+            calls.append((defense.params.half, seed))
+        return real(defense, dataset, seed, profile)
+
+    runner.model = spy
+    assert runner.execute(plan(registry, sel)) == 0
+    assert out.getvalue().count("training shadow ") == 3, "one training per shadow for both seeds"
+    assert calls[:3] == [(1, 0), (2, 0), (0, 0)], "the busy shadow last"
+    assert {seed for _, seed in calls} == {0}
+    assert len(sorted((tmp_path / "records").rglob("lira-*.json"))) == 2
+
+
 # ---- CIFAR-10 scenarios from a local root, resnet18 ---------------------------------------------------------
 
 def test_cifar10_scenarios_from_a_local_root_use_resnet18(tmp_path):
