@@ -13,10 +13,7 @@ ROOT = Path(__file__).resolve().parents[2] / "leaderboards"
 # Tables whose committed records predate the provenance rule (a +dirty commit, or several commits without code
 # hashes). They are rerun from one clean commit on the GPU host (issue 22); this list must shrink to empty, and
 # a table may leave it but never join it.
-KNOWN_STALE = {
-    "domain-shift/fashion-dg.md (full profile)",
-    "image-robustness/fashion-dg.md (full profile)",
-}
+KNOWN_STALE: set[str] = set()
 
 needs_records = pytest.mark.skipif(not (ROOT / "records").is_dir(), reason="no committed records")
 
