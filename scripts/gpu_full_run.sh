@@ -13,10 +13,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-leaderboards}
-collect() {  # records, logs and small artifacts; trained models stay (KEEP_CACHE=1 brings them too)
+collect() {  # one file (a call brings back at most 8): records, logs, the detached log and small artifacts; trained
+  # models stay (KEEP_CACHE=1 brings them too)
   tar czf "$OUT/full_records.tgz" -C "$RESULTS" records $(test -d "$RESULTS/artifacts" && echo artifacts) \
-      $(test -d "$RESULTS/logs" && echo logs) ${KEEP_CACHE:+cache}
-  [ -f "$RESULTS/detached.log" ] && tail -c 200000 "$RESULTS/detached.log" > "$OUT/detached.log"
+      $(test -d "$RESULTS/logs" && echo logs) $(test -f "$RESULTS/detached.log" && echo detached.log) ${KEEP_CACHE:+cache}
+  [ -f "$RESULTS/detached.log" ] && tail -n 3 "$RESULTS/detached.log"
   echo "records: $(find "$RESULTS/records" -name '*.json' | wc -l)"
 }
 wait_detached() {
