@@ -308,10 +308,14 @@ class Runner:
         cls = self.registry.load("defense", name)
         return cls(hparams.build_params(cls.Params, name, {**cls.profiles.get(profile, {}), **overrides}))
 
+    @staticmethod
+    def _helper_seed(defense: Defense, seed: int) -> int:
+        return 0 if defense.shared_across_seeds else seed
+
     def _fetch(self, defense: Defense, dataset: Dataset, seed: int, profile: str):
         import torch
 
-        seed = 0 if defense.shared_across_seeds else seed
+        seed = self._helper_seed(defense, seed)
         # The caller's global RNG stream must not depend on whether that model was in memory, cached or trained
         # now (a resumed or parallel run would otherwise give different numbers).
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
@@ -327,7 +331,7 @@ class Runner:
         training now is taken after the others, so lanes that need the same set train different members of it
         side by side instead of queueing behind the first."""
         defenses = [self._helper(name, overrides, profile) for name, overrides in requests]
-        keys = [model_key(d, dataset, 0 if d.shared_across_seeds else seed) for d in defenses]
+        keys = [model_key(d, dataset, self._helper_seed(d, seed)) for d in defenses]
         got: dict[int, object] = {}
         while len(got) < len(defenses):
             left = [i for i in range(len(defenses)) if i not in got]
