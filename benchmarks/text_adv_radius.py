@@ -22,9 +22,29 @@ seed 0; the legacy head-only MiniLM, before the pretrained adapters shipped):
     mvp-adv      token     0.02  50.0 %   100 %    collapses
     mvp-adv      token     0.05  50.0 %   100 %    collapses
 MVP on the legacy head-only backbone barely trains at this scale even without adversarial training (the
-issue-20 premise: the head scored word frequencies), so mvp-adv's radius cannot be judged here (any radius, even 0.01, tips it into one class); it shares
-mlp-ft-adv's eps 0.05 (one recipe for both, as in the MVP paper) and is to be re-swept with the pretrained
-adapters (``--defenses mvp-adv --eps 0 0.01 0.02 0.05 --device cuda``).
+issue-20 premise: the head scored word frequencies), so mvp-adv's radius could not be judged there.
+
+Re-swept with the pretrained adapters (CPU, same quick protocol, seed 0, 500 validation snippets;
+benchmarks/results/text_adv_radius_quick_pretrained.json; `--defenses mvp-adv mlp-ft-adv --eps 0 0.01 0.02
+0.05 0.1`):
+
+    defense      ball      eps   val acc  majority rate
+    mlp-ft-adv   token     0     69.4 %   60.2 %   (= mlp-ft)
+    mlp-ft-adv   token     0.01  67.2 %   66.4 %
+    mlp-ft-adv   token     0.02  67.2 %   55.6 %   chosen: the largest within 5 points with majority < 70 %
+    mlp-ft-adv   token     0.05  56.8 %   89.2 %   the old choice: collapses on this backbone
+    mlp-ft-adv   token     0.1   50.0 %   100 %
+    mvp-adv      token     0     72.4 %   60.4 %   (= mvp: now trains)
+    mvp-adv      token     0.01  56.6 %   90.6 %   collapses
+    mvp-adv      token     0.02  50.4 %   98.8 %   collapses
+    mvp-adv      token     0.05  50.0 %   100 %
+    mvp-adv      token     0.1   50.0 %   100 %
+
+No radius passes the rule for mvp-adv; it shares mlp-ft-adv's 0.02 (one recipe for both, as in the MVP paper)
+and its rows carry the near-constant flag where it collapses. Two variants did not rescue it at eps 0.02-0.05
+(one-off runs, not in the JSON): the [MASK] position left unperturbed (0.02: 50.4 %, majority 98.8 %), and
+that plus half of each batch clean (0.05: 50.2 %, 99.8 %). Still to measure: the full profile on the GPU
+(`--profile full --device cuda`), where 5 epochs on all 8.5k snippets may train what one epoch on 1,000 cannot.
 """
 from __future__ import annotations
 

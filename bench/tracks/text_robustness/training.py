@@ -15,7 +15,7 @@ from bench.tracks.text_robustness.backbone import DEFAULT_BACKBONE
 
 # The adversarial baselines' relative radius (per token, times the token's embedding norm), chosen on
 # rotten-tomatoes validation data by benchmarks/text_adv_radius.py (figures in its docstring).
-ADV_EPS = 0.05
+ADV_EPS = 0.02
 
 # One set of budgets for every text defense, so MVP and MLP-FT are always compared at equal cost.
 PROFILES = {"smoke": {"epochs": 1, "batch_size": 16, "max_length": 48, "lr": 1e-4},
