@@ -82,9 +82,10 @@ class LiRA(_ShadowAttack):
 
     Shadows: ``n_shadows`` models with the evaluated method's training recipe (its original's), each trained on
     a random half of the pool (training set + class-matched test non-members), every candidate IN exactly half
-    of them (``ctx.models_of([("shadow", {"half": k, ...}), ...])``: cached, shared by every method, evaluation and
-    run seed of the scenario: the attack is fixed, the seeds vary the evaluated models). Statistic: phi = log(p_y / (1 - p_y)) of the example's label (the training label; the
-    noisy forget set's corrupted one, and its non-members corrupted alike). Per example, Gaussians of phi under
+    of them (``ctx.models_of([("shadow", {"half": k, ...}), ...])``: cached, shared by every method, evaluation
+    and run seed of the scenario: the attack is fixed, the seeds vary the evaluated models). Statistic:
+    phi = log(p_y / (1 - p_y)) of the example's label (the training label; the noisy forget set's corrupted one,
+    and its non-members corrupted alike). Per example, Gaussians of phi under
     its IN and OUT shadows (median means; the pooled within-example variance below 64 shadows, per-example
     from 64, as LiRA recommends for few shadows).
 

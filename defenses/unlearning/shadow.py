@@ -1,8 +1,8 @@
 """Shadow models for likelihood-ratio membership inference (LiRA, U-LiRA): helpers, not unlearning methods.
 
-The track's evaluators request them with ``ctx.model_of("shadow", half=k, ...)`` (and ``"shadow-unlearn"``), so
-they are ordinary cached models of the runner: trained once per (scenario, recipe, k), with seed 0, and reused by
-every method's evaluation at every run seed (``shared_across_seeds``).
+The track's evaluators request them with ``ctx.models_of([("shadow", {"half": k, ...}), ...])`` (and
+``"shadow-unlearn"``), so they are ordinary cached models of the runner: trained once per (scenario, recipe, k),
+with seed 0, and reused by every method's evaluation at every run seed (``shared_across_seeds``).
 """
 from __future__ import annotations
 
