@@ -312,13 +312,16 @@ def run_attacks(args, device) -> list[dict]:
 def run_training(args, device) -> list[dict]:
     """``train_classifier`` for one epoch, eager (``BENCH_CUDA_GRAPHS=0``) against graphed (``train_graphs``),
     from the same weights on the same batches: steps/s, the speed-up, and how far apart the two trainings end
-    (largest weight difference, share of equal test predictions)."""
+    (largest weight difference, share of equal test predictions). The data starts on the host, as in a run; the
+    graphed step is timed twice: with the epoch gathered on the device once (what runs) and with each batch
+    gathered and copied from the host (``graphed-host``, the earlier path)."""
+    from bench import context
     from bench.context import TrainContext
     from bench.plugins import DataSpec, Splits
     from bench.tracks.image_robustness.models import build_model
     from bench.tracks.image_robustness.training import OptimParams, train_classifier
 
-    rows = []
+    rows, gathered_limit = [], context.GATHERED_EPOCH_BYTES
     for arch, batch in (("cnn-small", 32), ("cnn", 128)) if not args.tiny else (("cnn-small", 4),):
         shape = SHAPES["cnn"]
         _, sample = trained_model(arch, 0, device, shape)
@@ -328,8 +331,9 @@ def run_training(args, device) -> list[dict]:
         data = Splits(DataSpec("synthetic", shape, 10), x, y, test_x, test_y)
         params = OptimParams(arch=arch, epochs=1, batch_size=batch)
         results = {}
-        for form in ("eager", "graphed", "eager", "graphed"):  # interleaved, the second pair timed
+        for form in ("eager", "graphed", "graphed-host") * 2:  # interleaved, the second round timed
             os.environ["BENCH_CUDA_GRAPHS"] = "0" if form == "eager" else "1"
+            context.GATHERED_EPOCH_BYTES = 0 if form == "graphed-host" else gathered_limit
             torch.manual_seed(0)
             model = build_model(arch, shape, 10)
             ctx = TrainContext(device=device, seed=0, generator=torch.Generator().manual_seed(0), artifacts=None,
@@ -344,15 +348,20 @@ def run_training(args, device) -> list[dict]:
                 pred = model(test_x.to(device)).argmax(1).cpu()
             results[form] = (time.perf_counter() - start, model.state_dict(), pred)
         os.environ.pop("BENCH_CUDA_GRAPHS", None)
+        context.GATHERED_EPOCH_BYTES = gathered_limit
         (t_e, w_e, p_e), (t_g, w_g, p_g) = results["eager"], results["graphed"]
+        t_h, w_h, _ = results["graphed-host"]
         steps = n // batch
         worst = max(float((a - b).abs().max()) for a, b in zip(w_e.values(), w_g.values()) if a.is_floating_point())
         rows.append({"model": arch, "batch": batch, "steps": steps, "eager_steps_per_s": steps / t_e,
                      "graphed_steps_per_s": steps / t_g, "speedup": t_e / t_g, "max_weight_diff": worst,
+                     "graphed_host_batches_steps_per_s": steps / t_h, "gathered_vs_host_batches": t_h / t_g,
+                     "gathered_equals_host_batches": all(torch.equal(w_g[k], w_h[k]) for k in w_g),
                      "same_test_prediction_share": float((p_e == p_g).float().mean())})
         print(f"  training {arch} batch {batch}: {steps / t_e:.0f} -> {steps / t_g:.0f} steps/s "
               f"({t_e / t_g:.2f}x), weights within {worst:.1e}, {100 * rows[-1]['same_test_prediction_share']:.1f} % "
-              "equal test predictions", flush=True)
+              f"equal test predictions; batches from the host {steps / t_h:.0f} steps/s ({t_h / t_g:.2f}x slower)",
+              flush=True)
     return rows
 
 

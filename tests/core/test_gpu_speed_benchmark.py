@@ -29,6 +29,7 @@ def test_gpu_speed_runs_tiny_on_the_cpu(tmp_path):
     (train,) = result["training"]  # on the CPU both forms are the eager step: the same training
     assert train["eager_steps_per_s"] > 0 and train["max_weight_diff"] == 0.0
     assert train["same_test_prediction_share"] == 1.0
+    assert train["gathered_equals_host_batches"]  # the same batches however they are gathered
 
 
 def test_suite_timing_records_the_command_and_its_exit(tmp_path):
