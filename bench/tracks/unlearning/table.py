@@ -282,8 +282,8 @@ def _memorisation_note(rows_out, scenario_kind: str) -> list[str]:
     if ref is not None:
         text += f"; retrain, which never saw them, {100 * ref:.1f}%"
     if ref is not None and rate - ref < 0.2:
-        text += (". The original barely memorised the noisy labels: this scenario cannot rank methods by what "
-                 "they undo.")
+        text += (". The original barely memorised the noisy labels: `acc forget` cannot rank methods by what "
+                 "they undo (a membership attack that tells original from retrain, above, still can).")
     else:
         text += ": there is something to unlearn, and `acc forget` ranks how much of it each method undid."
     return [text]
