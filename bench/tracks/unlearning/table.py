@@ -262,8 +262,8 @@ def _separation_note(rows_out, gates) -> list[str]:
                          f"{100 * b[0]:.1f} [{100 * b[1]:.1f}, {100 * b[2]:.1f}]: "
                          + ("told apart" if apart else "intervals overlap, not told apart at this size"))
     if not parts:
-        return ["**Original vs retrain**: no attack has signal here, so none can tell the original's forget set "
-                "from retrain's (see n.s. above)."] if gates else []
+        return ["**Original vs retrain**: no attack has signal on every seed here, so none can tell the "
+                "original's forget set from retrain's (see n.s. above)."] if gates else []
     return ["**Original vs retrain** (forget-set AUC, 95% intervals): " + "; ".join(parts) + "."]
 
 
