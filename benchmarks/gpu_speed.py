@@ -357,6 +357,9 @@ def run_training(args, device) -> list[dict]:
                      "graphed_steps_per_s": steps / t_g, "speedup": t_e / t_g, "max_weight_diff": worst,
                      "graphed_host_batches_steps_per_s": steps / t_h, "gathered_vs_host_batches": t_h / t_g,
                      "gathered_equals_host_batches": all(torch.equal(w_g[k], w_h[k]) for k in w_g),
+                     # how far apart, too: on the H200 the two were not bit-equal (cause not established)
+                     "gathered_vs_host_max_weight_diff": max(float((w_g[k] - w_h[k]).abs().max()) for k in w_g
+                                                             if w_g[k].is_floating_point()),
                      "same_test_prediction_share": float((p_e == p_g).float().mean())})
         print(f"  training {arch} batch {batch}: {steps / t_e:.0f} -> {steps / t_g:.0f} steps/s "
               f"({t_e / t_g:.2f}x), weights within {worst:.1e}, {100 * rows[-1]['same_test_prediction_share']:.1f} % "

@@ -56,7 +56,26 @@ import time
 import torch
 
 
-def run(defense_name: str, eps: float, ball: str, profile: str, device: str, n_val: int) -> dict:
+def robust_accuracy(model, x, y, params, probe_eps: float, batch_size: int = 64) -> float:
+    """Accuracy on (x, y) under the training adversary (one-step embedding PGD of ``params`` at radius
+    ``probe_eps``), the model in eval mode: how small the model's margins in embedding space are."""
+    from bench.tracks.text_robustness.training import embedding_pgd
+
+    p = dataclasses.replace(params, adv_eps=probe_eps)
+    model.eval()
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        batch = model.prepare(x[i:i + batch_size])
+        yb = y[i:i + batch_size].to(batch.ids.device)
+        embeds = model.embed(batch).detach()
+        delta = embedding_pgd(model, batch, embeds, yb, p) if probe_eps > 0 else torch.zeros_like(embeds)
+        with torch.no_grad():
+            correct += int((model.logits_from(batch, embeds + delta).argmax(1) == yb).sum())
+    return correct / max(1, len(y))
+
+
+def run(defense_name: str, eps: float, ball: str, profile: str, device: str, n_val: int, seed: int = 0,
+        epochs: int | None = None, probe_eps: tuple[float, ...] = ()) -> dict:
     from bench.context import TrainContext
     from bench.hparams import resolve
     from bench.registry import Registry
@@ -65,25 +84,30 @@ def run(defense_name: str, eps: float, ball: str, profile: str, device: str, n_v
 
     cls = Registry().load("defense", defense_name)
     params = dataclasses.replace(resolve({defense_name: cls}, profile, [])[defense_name], adv_eps=eps, adv_ball=ball)
+    if epochs is not None:
+        params = dataclasses.replace(params, epochs=epochs)
     data_params = {**RottenTomatoes.profiles.get(profile, {}), "n_val": n_val}
     dataset = Registry().load("dataset", "rotten-tomatoes")  # the registry sets its name (MVP's prompts key)
     data = dataset(RottenTomatoes.Params(**{k: v for k, v in data_params.items()
                                             if k in ("n_train", "n_val", "n_test")})).load()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     defense = cls(params)
     model = defense.build(data.spec)
-    ctx = TrainContext(device=torch.device(device), seed=0, generator=torch.Generator().manual_seed(0),
+    ctx = TrainContext(device=torch.device(device), seed=seed, generator=torch.Generator().manual_seed(seed),
                        artifacts=None, model_of=None)
     start = time.perf_counter()
     defense.fit(model, data, ctx)
     val_x, val_y = data.extras["val_x"], data.extras["val_y"]
     with torch.no_grad():
         preds = torch.cat([model(val_x[i:i + 64]).argmax(1).cpu() for i in range(0, len(val_y), 64)])
-    return {"defense": defense_name, "eps": eps, "ball": ball, "profile": profile, "n_train": len(data.train_y),
+    probes = {str(e): round(robust_accuracy(model, val_x, val_y, params, e), 4) for e in probe_eps}
+    return {"defense": defense_name, "eps": eps, "ball": ball, "profile": profile, "seed": seed,
+            "epochs": params.epochs, "n_train": len(data.train_y),
             "n_val": len(val_y), "val_acc": round(float((preds == val_y).float().mean()), 4),
             "val_majority_rate": round(float(torch.bincount(preds, minlength=2).max()) / len(preds), 4),
             "train_s": round(time.perf_counter() - start, 1),
-            "check_acc": round(accuracy(model, val_x[:8], val_y[:8], 8), 4)}
+            "check_acc": round(accuracy(model, val_x[:8], val_y[:8], 8), 4),
+            **({"val_acc_under_adversary": probes} if probes else {})}
 
 
 def main(argv=None) -> int:
@@ -94,16 +118,21 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--n-val", type=int, default=500)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    parser.add_argument("--probe-eps", nargs="*", type=float, default=[],
+                        help="also report validation accuracy under the one-step embedding adversary at these radii")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     rows = []
-    for name in args.defenses:
-        for eps, ball in [(e, "token") for e in args.eps] + [(e, "sequence") for e in args.sequence_eps]:
-            rows.append(run(name, eps, ball, args.profile, args.device, args.n_val))
-            print(json.dumps(rows[-1]), flush=True)
-            if args.out:
-                with open(args.out, "w") as f:
-                    json.dump(rows, f, indent=1)
+    runs = [(e, "token") for e in args.eps] + [(e, "sequence") for e in args.sequence_eps]
+    for name, (eps, ball), seed in ((n, r, s) for n in args.defenses for r in runs for s in args.seeds):
+        rows.append(run(name, eps, ball, args.profile, args.device, args.n_val, seed, args.epochs,
+                        tuple(args.probe_eps)))
+        print(json.dumps(rows[-1]), flush=True)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(rows, f, indent=1)
     return 0
 
 
