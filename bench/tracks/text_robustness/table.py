@@ -156,7 +156,14 @@ def _stats_cells(records: list[dict], defense: str, attacks: list[str], defenses
     row = values(defense)
     ref = [vs_reference(row, values(REFERENCE)) if defense != REFERENCE else "-"] if REFERENCE in defenses else []
     return [ci(list(row.values()), min(n) if n else None), *ref,
-            budget(own[0]["defense"].get("params") or {}, train_seconds(own)), str(len({r["seed"] for r in own}))]
+            _budget(own[0]["defense"].get("params") or {}, train_seconds(own)), str(len({r["seed"] for r in own}))]
+
+
+def _budget(params: dict, train_s: float | None) -> str:
+    """The shared budget cell, plus the adversarial rows' training radius (relative, per token), which differs
+    between the adversarial baselines and is what their robustness is bought with."""
+    text = budget(params, train_s)
+    return f"adv eps {params['adv_eps']:g}, {text}" if params.get("adv_eps") else text
 
 
 def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
