@@ -13,9 +13,12 @@ from bench.context import TrainContext
 from bench.plugins import Splits
 from bench.tracks.text_robustness.backbone import DEFAULT_BACKBONE
 
-# The adversarial baselines' relative radius (per token, times the token's embedding norm), chosen on
-# rotten-tomatoes validation data by benchmarks/text_adv_radius.py (figures in its docstring).
-ADV_EPS = 0.02
+# The adversarial baselines' relative radii (per token, times the token's embedding norm), each chosen on
+# rotten-tomatoes validation data by one rule over 3 seeds (benchmarks/text_adv_radius.py: the largest eps whose
+# mean accuracy is within 5 points of eps 0 and whose mean majority rate is < 70 %). MVP's margins in embedding
+# space are smaller than MLP-FT's, so the rule gives it a smaller radius (figures in that docstring).
+ADV_EPS_MLP_FT = 0.02
+ADV_EPS_MVP = 0.0025
 
 # One set of budgets for every text defense, so MVP and MLP-FT are always compared at equal cost.
 PROFILES = {"smoke": {"epochs": 1, "batch_size": 16, "max_length": 48, "lr": 1e-4},
