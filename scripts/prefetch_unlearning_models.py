@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.errors import UsageError
 from bench.registry import Registry
 from bench.runner import Runner, Selection, model_key, plan
 from bench.tracks.unlearning.scenarios import train_fields
@@ -62,6 +63,13 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--lanes", type=int, default=4)
     args = parser.parse_args(argv)
+    try:  # bad input: one line and exit code 2, before any process starts or anything is written
+        plan(Registry(), Selection((args.defense,), ("lira",), (args.dataset,), tuple(args.seed), args.profile))
+        if args.lanes < 1:
+            raise UsageError(f"--lanes must be at least 1, got {args.lanes}")
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     procs = [mp.get_context("spawn").Process(target=lane, args=(args, i)) for i in range(args.lanes)]
     for p in procs:
         p.start()

@@ -21,3 +21,10 @@ def test_prefetched_helpers_are_the_ones_the_grid_uses(tmp_path):
     assert grid.returncode == 0, grid.stderr[-2000:]
     trained = [line.split()[1] for line in grid.stdout.splitlines() if line.strip().startswith("training ")]
     assert trained == ["laf-balanced"], trained
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "prefetch_unlearning_models.py"), "--results",
+                           str(tmp_path / "r"), "--dataset", "no-such-scenario"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "unknown dataset" in done.stderr and not (tmp_path / "r").exists()
