@@ -33,8 +33,9 @@ def embed(texts: list[str]) -> torch.Tensor:
     """(N, 384) unit sentence embeddings."""
     model, tokenizer = _encoder()
     new = [t for t in dict.fromkeys(texts) if t not in _cache]
-    if len(_cache) + len(new) > CACHE_LIMIT:
+    if len(_cache) + len(new) > CACHE_LIMIT:  # full: start again, embedding every text of this call
         _cache.clear()
+        new = list(dict.fromkeys(texts))
     for i in range(0, len(new), BATCH):
         chunk = new[i:i + BATCH]
         enc = tokenizer(chunk, padding=True, truncation=True, max_length=MAX_LENGTH,
