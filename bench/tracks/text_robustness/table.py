@@ -133,11 +133,32 @@ def _section(profile: str, records: list[dict]) -> list[str]:
         for name, _, percent in DETAILS:
             row += [fmt(cells.get((d, a, name), []), percent=percent) for a in attacks]
         lines.append(md_row(row + _stats_cells(records, d, attacks, defenses, n_examples)))
+    lines += _paired(records, defenses, attacks)
     if degenerate:
         lines += ["", f"† near-constant classifier: at least {DEGENERATE:.0%} of its clean predictions go to one "
                       "class, so its accuracy under attack is not evidence of robustness."]
     return lines + ["", *_rejections(records, defenses, attacks), "",
                     stats_footer(REFERENCE if REFERENCE in defenses else None), "", provenance(records), ""]
+
+
+def _paired(records: list[dict], defenses: list[str], attacks: list[str]) -> list[str]:
+    """Every row against the reference on every column: the test examples are the same for every defense, so a
+    difference on common seeds is paired over seeds and examples (paired t over the seeds)."""
+    if REFERENCE not in defenses or len(defenses) < 2:
+        return []
+
+    def values(d, a, metric):
+        return seed_values([r for r in records if r["defense"]["name"] == d and r["attack"]["name"] == a], metric)
+
+    columns = [(attacks[0], "clean_acc_attacked", "Clean")] + [(a, "acc_under_attack", f"{a} AuA") for a in attacks]
+    cells = {d: [vs_reference(values(d, a, m), values(REFERENCE, a, m)) for a, m, _ in columns]
+             for d in defenses if d != REFERENCE}
+    if all(c == "-" for row in cells.values() for c in row):  # fewer than two common seeds everywhere
+        return []
+    rows = [md_row([d, *row]) for d, row in cells.items()]
+    return ["", f"Paired difference from {REFERENCE} (points; same seeds and test examples, paired t over the "
+                "seeds: [95 % interval], p-value, `*` p < 0.05):", "",
+            md_row(["Defense"] + [label for *_, label in columns]), md_row(["---"] + ["---:"] * len(columns)), *rows]
 
 
 def _not_shown(shown: list[dict], failed: list[dict]) -> list[str]:

@@ -254,3 +254,28 @@ def test_sentence_encoder_cache_refills_when_full(monkeypatch):
     both = se.embed(["a good film", "a dull film", "a fine film"])
     assert both.shape == (3, 384)
     assert torch.allclose(both[0], first[0], atol=1e-6)
+
+
+def test_text_table_pairs_every_attack_against_mlp_ft_only_with_two_seeds():
+    from bench.tracks.text_robustness.attack import summary
+    from bench.tracks.text_robustness.table import tables
+
+    def record(defense, attack, seed, broken):
+        rows = [{"result_type": "Successful" if i < broken else "Failed", "original_output": i % 2,
+                 "ground_truth_output": i % 2, "perturbed_output": 1 - i % 2, "num_queries": 3,
+                 "words_changed": 1, "num_words": 5, "index": i, "original_text": "a b c d e",
+                 "perturbed_text": "a b c d f"}
+                for i in range(10)]
+        return {"defense": {"name": defense}, "attack": {"name": attack}, "dataset": {"name": "toy"},
+                "profile": "full", "seed": seed, "key": f"{defense}{attack}{seed}", "status": "ok",
+                "git_commit": "x", "hardware": {"device": "cpu"}, "created": "2026-01-01T00:00:00+00:00",
+                "metrics": summary(rows, f"{attack}()", 100)}
+
+    records = [record("mlp-ft", a, s, 6) for a in ("pwws", "textfooler") for s in (0, 1, 2)]
+    records += [record("mvp", "pwws", s, 6 - s) for s in (0, 1, 2)] + [record("mvp", "textfooler", s, 6) for s in (0, 1, 2)]
+    table = tables(records)["toy.md"]
+    block = table.split("Paired difference from mlp-ft")[1].split("\n\n")[1]
+    row = next(line for line in block.splitlines() if line.startswith("| mvp |"))
+    assert row.split("|")[3].strip().startswith("+10.0")  # pwws: 0, +10, +20 points over seeds 0-2
+    assert row.split("|")[4].strip().startswith("+0.0")  # textfooler: identical
+    assert "Paired difference" not in tables([r for r in records if r["seed"] == 0])["toy.md"]
