@@ -123,7 +123,7 @@ def _section(profile: str, records: list[dict]) -> list[str]:
              f"(AuA: correct and not broken by a constraint-checked attack, at most {word_budget} changed, so a text "
              "under 10 words may have 1 word changed); "
              "ASR: attack success rate (%) over clean-correct examples; words %: words changed in successful "
-             "attacks; queries: mean model queries per attacked example.", "",
+             "attacks; queries: mean model queries per attacked example.", "", *_gate(records),
              md_row(head), md_row(["---"] + ["---:"] * (len(head) - 1))]
     degenerate = sorted({r["defense"]["name"] for r in records
                          if (_metric(r, "majority_prediction_rate") or 0.0) >= DEGENERATE})
@@ -139,6 +139,30 @@ def _section(profile: str, records: list[dict]) -> list[str]:
                       "class, so its accuracy under attack is not evidence of robustness."]
     return lines + ["", *_rejections(records, defenses, attacks), "",
                     stats_footer(REFERENCE if REFERENCE in defenses else None), "", provenance(records), ""]
+
+
+def _gate(records: list[dict]) -> list[str]:
+    """The backbone's masked-LM gate as the records carry it (``defense.identity.masked_lm``), one line per
+    distinct backbone: MVP's premise is a masked LM that fills masks, so its figures head the table."""
+    gates = {}
+    for r in records:
+        g = ((r["defense"].get("identity") or {}).get("masked_lm")) or {}
+        gates.setdefault(g.get("sha256") or g.get("backbone") or "", g)
+    lines = []
+    for g in gates.values():
+        if "heldout_mlm_loss" not in g:
+            lines.append("Masked-LM gate: not recorded for this backbone.")
+            continue
+        goals, share = g.get("goals", {}), g.get("zero_shot_class_share", [])
+        lines.append(
+            f"Masked-LM gate ({g.get('backbone')}, {g.get('file') or 'no adapters'}"
+            f"{', sha256 ' + g['sha256'][:12] if g.get('sha256') else ''}): held-out MLM loss "
+            f"{g['heldout_mlm_loss']:.2f} nats (goal <= {goals.get('heldout_mlm_loss_max', '?')}), zero-shot MVP on "
+            f"rotten-tomatoes validation {100 * g['zero_shot_mvp_acc_rt_val']:.1f} % (goal >= "
+            f"{100 * goals.get('zero_shot_acc_min', 0):.0f} %) with {' / '.join(f'{100 * x:.1f}' for x in share)} % "
+            f"of the predictions per class (each >= {100 * goals.get('class_share_min', 0):.0f} %): "
+            f"{'passes' if g.get('passes') else 'FAILS'}.")
+    return [*lines, ""] if lines else []
 
 
 def _paired(records: list[dict], defenses: list[str], attacks: list[str]) -> list[str]:

@@ -279,3 +279,23 @@ def test_text_table_pairs_every_attack_against_mlp_ft_only_with_two_seeds():
     assert row.split("|")[3].strip().startswith("+10.0")  # pwws: 0, +10, +20 points over seeds 0-2
     assert row.split("|")[4].strip().startswith("+0.0")  # textfooler: identical
     assert "Paired difference" not in tables([r for r in records if r["seed"] == 0])["toy.md"]
+
+
+def test_text_table_heads_each_section_with_the_masked_lm_gate():
+    from bench.tracks.text_robustness.attack import summary
+    from bench.tracks.text_robustness.table import tables
+
+    rows = [{"result_type": "Failed", "original_output": o, "num_queries": 3, "words_changed": 0,
+             "num_words": 5} for o in (0, 1)]
+    gate = {"backbone": "minilm", "file": "a.safetensors", "sha256": "ab" * 32, "heldout_mlm_loss": 3.06,
+            "zero_shot_mvp_acc_rt_val": 0.693, "zero_shot_class_share": [0.6, 0.4], "passes": True,
+            "goals": {"heldout_mlm_loss_max": 3.5, "zero_shot_acc_min": 0.65, "class_share_min": 0.2}}
+    record = {"defense": {"name": "mvp", "identity": {"masked_lm": gate}}, "attack": {"name": "pwws"},
+              "dataset": {"name": "toy"}, "profile": "full", "seed": 0, "key": "k", "status": "ok",
+              "git_commit": "x", "hardware": {"device": "cpu"}, "created": "2026-01-01T00:00:00+00:00",
+              "metrics": summary(rows, "pwws()", 100)}
+    table = tables([record])["toy.md"]
+    assert "held-out MLM loss 3.06 nats (goal <= 3.5)" in table and "69.3 % (goal >= 65 %)" in table
+    assert "60.0 / 40.0 %" in table and ": passes." in table
+    bare = {**record, "defense": {"name": "mvp"}}
+    assert "Masked-LM gate: not recorded" in tables([bare])["toy.md"]
