@@ -6,7 +6,8 @@ travel as indices and results as JSON-able rows: nothing but plain data crosses 
 models land where the sequential runner puts them (atomic writes; a lock per cache key, so a teacher needed by
 two jobs is trained once). With CUDA the workers share the visible GPUs as lanes: worker k runs on GPU
 k mod #GPUs, pinned with CUDA_VISIBLE_DEVICES; the jobs are partitioned by model, so each lane trains and
-evaluates whole models.
+evaluates whole models -- unless there are more lanes than jobs: then each job's cells are cut into parts that
+run side by side on the one trained model (``split_tasks``).
 
 A job whose worker raises or dies has its unfinished cells recorded as failed; a replacement worker takes the
 remaining jobs. A job with a cell that ran out of memory runs once more after the lanes, alone. Rerunning
@@ -44,7 +45,7 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
     for i, job in enumerate(the_plan.jobs):
         if all(runner.done(job, c, profile) for c in job.cells):
             runner.execute(Plan(profile, [job]))  # only reports "skipped" and reads the records
-            rows[i], runner.summary = runner.summary, []
+            rows[(i, -1)], runner.summary = runner.summary, []
         else:
             pending.append(i)
 
@@ -52,11 +53,12 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
     chosen = jobs == "auto"
     if chosen:
         jobs = auto_lanes(runner, the_plan, pending, gpus)
-    workers = min(jobs, len(pending))
+    todo = split_tasks(the_plan, pending, jobs, lambda job, cell: runner.done(job, cell, profile))
+    workers = min(jobs, len(todo))
     if chosen and workers <= 1:  # one lane is the sequential run: no worker process to start
         for i in pending:
             runner.execute(Plan(profile, [the_plan.jobs[i]]))
-            rows[i], runner.summary = runner.summary, []
+            rows[(i, -1)], runner.summary = runner.summary, []
         runner.summary = [row for i in sorted(rows) for row in rows[i]]
         return 1 if runner.failed else 0
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
@@ -68,26 +70,26 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
     if pending:
         where = (f"lanes on GPU {', '.join(gpus[:workers])}, {threads} thread(s) each" if gpus
                  else f"CPU, {threads} thread(s) each")
-        runner.say(f"{len(pending)} job(s) in {workers} worker process(es) ({where})")
+        split = f", split into {len(todo)} parts" if len(todo) > len(pending) else ""
+        runner.say(f"{len(pending)} job(s){split} in {workers} worker process(es) ({where})")
 
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     pool: dict[int, _Worker] = {}
-    todo = list(pending)
 
     def start(slot: int) -> None:
         gpu = gpus[slot % len(gpus)] if gpus else None  # several lanes share a GPU
         pool[slot] = _Worker(ctx, slot, spec, gpu, results)
 
     def finish(slot: int, job_rows: list, failed: int) -> None:
-        rows[pool[slot].job] = job_rows
+        rows[_row_key(pool[slot].job)] = job_rows
         runner.failed += failed
         pool[slot].job = None
 
     def lost(slot: int, why: str) -> None:
-        job = the_plan.jobs[pool[slot].job]
+        job = task_job(the_plan, pool[slot].job)  # only this task's cells: other lanes may run the rest
         runner.fail_unfinished(job, profile, WorkerDied(why), stage="worker")
-        rows[pool[slot].job], runner.summary = runner.summary, []
+        rows[_row_key(pool[slot].job)], runner.summary = runner.summary, []
         pool[slot].job = None
 
     try:
@@ -123,7 +125,9 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
         runner.failed -= runner.unfinished(the_plan.jobs[i], profile)[0]  # counted again if they fail again
         runner.summary = []
         runner.execute(Plan(profile, [the_plan.jobs[i]]))
-        rows[i], runner.summary = runner.summary, []
+        for key in [k for k in rows if k[0] == i]:  # the whole job's rows replace its parts'
+            del rows[key]
+        rows[(i, -1)], runner.summary = runner.summary, []
     runner.summary = [row for i in sorted(rows) for row in rows[i]]
     return 1 if runner.failed else 0
 
@@ -152,6 +156,34 @@ ACTIVATIONS_PER_WEIGHT = 64
 # At most this many lanes a GPU: without MPS the GPU time-slices between processes' contexts, and past ~8
 # launch-bound lanes the gain flattens while each lane still holds a context and a CPU core.
 MAX_LANES_PER_GPU = 8
+
+
+def split_tasks(the_plan, pending: list[int], lanes: int, done) -> list[tuple[int, tuple[int, ...] | None]]:
+    """The workers' tasks, as (job index, cell indices or None for the whole job). With at least as many jobs as
+    lanes, whole jobs. With more lanes than jobs, each job's unfinished cells are cut into ceil(lanes / jobs)
+    consecutive parts of near-equal size (the summary keeps plan order), so that no lane idles while a model has cells left: the parts of one model train it
+    once (the cache lock; the others wait, then load it) and evaluate the same weights, so the records are the
+    ones a whole job writes. The first part of every job comes first, so every model starts training at once."""
+    if not pending or lanes <= len(pending):
+        return [(i, None) for i in pending]
+    parts = -(-lanes // len(pending))
+    cells = {i: [k for k, c in enumerate(the_plan.jobs[i].cells) if not done(the_plan.jobs[i], c)] for i in pending}
+    def part(todo: list[int], p: int) -> tuple[int, ...]:
+        return tuple(todo[len(todo) * p // parts:len(todo) * (p + 1) // parts])
+
+    return [(i, part(cells[i], p)) for p in range(parts) for i in pending if part(cells[i], p)]
+
+
+def _row_key(task) -> tuple[int, int]:
+    """Summary rows in plan order: by job, then by the part's first cell."""
+    return task[0], task[1][0] if task[1] else -1
+
+
+def task_job(the_plan, task: tuple[int, tuple[int, ...] | None]):
+    """The job a task runs: the plan's job, or a copy holding only the task's cells."""
+    i, cells = task
+    job = the_plan.jobs[i]
+    return job if cells is None else dataclasses.replace(job, cells=[job.cells[k] for k in cells])
 
 
 def lane_memory_bytes(weight_bytes: int) -> int:
@@ -230,12 +262,12 @@ def _visible_gpus() -> list[str]:
 class _Worker:
     def __init__(self, ctx, slot: int, spec: str, gpu: str | None, results):
         self.tasks = ctx.Queue()
-        self.job: int | None = None
+        self.job: tuple | None = None  # the task being run: (job index, cell indices or None)
         self.process = ctx.Process(target=_work, args=(slot, spec, gpu, self.tasks, results),
                                    name=f"bench-worker-{slot}", daemon=True)
         self.process.start()
 
-    def send(self, job: int) -> None:
+    def send(self, job: tuple) -> None:
         self.job = job
         self.tasks.put(job)
 
@@ -295,7 +327,7 @@ def _work(slot: int, spec_json: str, gpu: str | None, tasks, results) -> None:
             from bench.runner import Plan
 
             runner.summary, runner.failed = [], 0
-            runner.execute(Plan(the_plan.profile, [the_plan.jobs[job]]))
+            runner.execute(Plan(the_plan.profile, [task_job(the_plan, tuple(job))]))
             results.put(("done", slot, {"rows": runner.summary, "failed": runner.failed}))
         except Exception:
             results.put(("error", slot, traceback.format_exc()))

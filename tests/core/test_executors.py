@@ -278,3 +278,28 @@ def test_bench_run_on_cuda_takes_lanes_by_default_and_the_cpu_stays_sequential(c
         code, _, err = cli(*base, *extra)
         assert code == 0, err
         assert calls == [expected], extra
+
+
+def test_more_lanes_than_jobs_split_a_job_and_give_the_same_records(tmp_path, capfd):
+    from bench.executors import split_tasks
+
+    extra, registry = registry_with({})
+    sel = grid(("standard",), ("fgsm", "pgd-linf", "pgd-l2"))
+    the_plan = plan(registry, sel)
+    assert split_tasks(the_plan, [0], 1, lambda job, cell: False) == [(0, None)]
+    assert split_tasks(the_plan, [0], 2, lambda job, cell: False) == [(0, (0,)), (0, (1, 2))]
+    assert split_tasks(the_plan, [0], 3, lambda job, cell: cell.attack.name == "fgsm") == [(0, (1,)), (0, (2,))]
+
+    sequential = Runner(registry, tmp_path / "seq", device="cpu")
+    assert sequential.execute(plan(registry, sel)) == 0
+    capfd.readouterr()
+    parallel = Runner(registry, tmp_path / "par", device="cpu")
+    assert run_parallel(parallel, sel, plan(registry, sel), jobs=3, extra=extra) == 0
+    out = capfd.readouterr().out
+    assert "1 job(s), split into 3 parts in 3 worker process(es)" in out
+    assert out.count("training standard") == 1  # one part trains, the others wait for the cache, then load
+    assert comparable(tmp_path / "par") == comparable(tmp_path / "seq")
+    weights = {json.loads(p.read_text())["defense"]["weights_sha256"]
+               for p in (tmp_path / "par" / "records").rglob("*.json")}
+    assert len(weights) == 1  # every cell evaluated the same trained model
+    assert [r["attack"] for r in parallel.summary] == [r["attack"] for r in sequential.summary]
