@@ -1,12 +1,12 @@
 """Everything the text-robustness track's full profile needs on a GPU host with no network and a 64 MiB upload,
-in one ignored folder (~55 MB), for scripts/gpu_text.sh:
+in one ignored folder (57 MB), for scripts/gpu_text.sh:
 
     python scripts/text_gpu_kit.py pack .data/gpu_text      # here, where the track's packages are installed
     python3 scripts/text_gpu_kit.py unpack .data/gpu_text    # there (scripts/gpu_text.sh does it)
 
 - MiniLM-L6 as the float16 copy of bench.tracks.text_robustness.minilm_copy (the masked LM's base and the
   constraints' sentence encoder), its weights split into byte planes: the high bytes (sign, exponent, top of the
-  mantissa) compress, the low bytes do not (32 MB instead of xz's 41);
+  mantissa) compress, the low bytes do not (37 MB instead of xz's 41);
 - GloVe 6B 50d, the rows the attacks read (``resources.Glove``'s vocabulary, the most frequent words), float32
   in byte planes;
 - WordNet 3.0 as the NLTK folder ``resources._nltk_wordnet_folder`` builds from Debian's files;
