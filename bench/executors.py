@@ -161,13 +161,15 @@ MAX_LANES_PER_GPU = 8
 def split_tasks(the_plan, pending: list[int], lanes: int, done) -> list[tuple[int, tuple[int, ...] | None]]:
     """The workers' tasks, as (job index, cell indices or None for the whole job). With at least as many jobs as
     lanes, whole jobs. With more lanes than jobs, each job's unfinished cells are cut into ceil(lanes / jobs)
-    consecutive parts of near-equal size (the summary keeps plan order), so that no lane idles while a model has cells left: the parts of one model train it
-    once (the cache lock; the others wait, then load it) and evaluate the same weights, so the records are the
-    ones a whole job writes. The first part of every job comes first, so every model starts training at once."""
+    consecutive parts of near-equal size (the summary keeps plan order), so that no lane idles while a model has
+    cells left: the parts of one model train it once (the cache lock; the others wait, then load it) and
+    evaluate the same weights, so the records are the ones a whole job writes. The first part of every job comes
+    first, so every model starts training at once."""
     if not pending or lanes <= len(pending):
         return [(i, None) for i in pending]
     parts = -(-lanes // len(pending))
     cells = {i: [k for k, c in enumerate(the_plan.jobs[i].cells) if not done(the_plan.jobs[i], c)] for i in pending}
+
     def part(todo: list[int], p: int) -> tuple[int, ...]:
         return tuple(todo[len(todo) * p // parts:len(todo) * (p + 1) // parts])
 
