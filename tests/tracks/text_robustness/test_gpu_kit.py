@@ -33,3 +33,14 @@ def test_byte_planes_round_trip_safetensors_and_npy(tmp_path):
     for name, source in (("w", weights), ("g", vectors)):
         kit._join_file(packed, entries[name], tmp_path / f"out-{name}")
         assert (tmp_path / f"out-{name}").read_bytes() == source.read_bytes()
+
+
+def test_unpack_of_a_folder_that_is_not_a_kit_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "text_gpu_kit.py"), "unpack", str(tmp_path),
+                           "--site", str(site)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "not a kit" in done.stderr
+    assert not site.exists()
