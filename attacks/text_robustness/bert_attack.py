@@ -25,7 +25,14 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.tracks.text_robustness.attack import WordAttack, WordAttackParams, greedy_substitute, split_word, substitute
+from bench.tracks.text_robustness.attack import (
+    FULL,
+    WordAttack,
+    WordAttackParams,
+    greedy_substitute,
+    split_word,
+    substitute,
+)
 from bench.tracks.text_robustness.backbone import DEFAULT_BACKBONE
 
 
@@ -45,7 +52,7 @@ def _mlm(name: str):
 class BertAttack(WordAttack):
     __doc__ = __doc__
     Params = Params
-    profiles = {"smoke": {"k": 8, "max_queries": 300}, "quick": {"k": 16}}
+    profiles = {"smoke": {"k": 8, "max_queries": 300}, "quick": {"k": 16}, "full": FULL}
 
     @torch.no_grad()
     def _candidates(self, words: list[str]) -> dict[int, list[str]]:

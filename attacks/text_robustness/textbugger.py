@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.tracks.text_robustness.attack import (
+    FULL,
     WordAttack,
     WordAttackParams,
     deletion_importance,
@@ -63,7 +64,7 @@ def bugs(word: str, generator) -> list[str]:
 class TextBugger(WordAttack):
     __doc__ = __doc__
     Params = Params
-    profiles = {"smoke": {"max_queries": 300}}
+    profiles = {"smoke": {"max_queries": 300}, "full": FULL}
     part_of_speech = False
 
     def search(self, victim, words, label, max_changes, ctx):

@@ -16,7 +16,7 @@ import torch
 
 from bench.plugins import Evaluator
 from bench.progress import progress
-from bench.tracks.text_robustness import TRACK, constraints
+from bench.tracks.text_robustness import TRACK, constraints, precision
 
 
 class BudgetExhausted(Exception):
@@ -55,7 +55,13 @@ class WordAttackParams:
     max_queries: int = 2000  # per example
     n_examples: int | None = None  # the first n test examples; None: all
     batch_size: int = 64
+    # Model queries on CUDA (victim and sentence encoder; ``precision``); the CPU is always float32.
+    cuda_precision: precision.Precision = "float32"
 
+
+# The full profile's shared overrides: on CUDA, float16 queries (``precision``; a full run is bound by float32
+# matmuls on 120-word articles; the agreement with float32 is measured by benchmarks/text_attack_throughput.py).
+FULL = {"cuda_precision": "float16"}
 
 RESULT_FIELDS = ("index", "result_type", "ground_truth_output", "original_output", "perturbed_output",
                  "original_score", "perturbed_score", "num_queries", "words_changed", "num_words",
@@ -124,8 +130,9 @@ class WordAttack(Evaluator):
         p = self.params
         n = len(data.test_y) if p.n_examples is None else min(p.n_examples, len(data.test_y))
         self.filtered = Counter()
-        rows = [self._attack_one(model, data.test_x[i], int(data.test_y[i]), i, ctx)
-                for i in progress(range(n), desc=self.name)]
+        with precision.cuda_queries(p.cuda_precision):
+            rows = [self._attack_one(model, data.test_x[i], int(data.test_y[i]), i, ctx)
+                    for i in progress(range(n), desc=self.name)]
         if ctx.artifacts is not None:
             ctx.artifacts.mkdir(parents=True, exist_ok=True)
             with open(ctx.artifacts / "results.csv", "w", newline="") as fh:

@@ -2,13 +2,16 @@
 sentence-transformers model the suite already installs) with its own recipe -- mean pooling of the last layer
 over real tokens, L2-normalised -- standing in for the Universal Sentence Encoder of TextAttack's recipes (USE
 downloads from a model hub at run time, which these machines cannot reach). Batched; embeddings are cached
-per text, since a search compares many candidates against the same original. Float32, in eval mode, on the
-GPU when there is one (a full-profile run compares ~10^5 candidates), else on the CPU."""
+per text (and per CUDA precision, ``precision.current()``), since a search compares many candidates against the
+same original. Float32 weights, in eval mode, on the GPU when there is one (a full-profile run compares ~10^5
+candidates), else on the CPU."""
 from __future__ import annotations
 
 import functools
 
 import torch
+
+from bench.tracks.text_robustness import precision
 
 BATCH = 64
 MAX_LENGTH = 128  # the sentence-transformers config's max_seq_length for this model is 256; snippets are short
@@ -24,7 +27,7 @@ def _encoder():
     return AutoModel.from_pretrained(path).float().eval().to(device), AutoTokenizer.from_pretrained(path)
 
 
-_cache: dict[str, torch.Tensor] = {}
+_caches: dict[str, dict[str, torch.Tensor]] = {}  # per precision: text -> embedding
 CACHE_LIMIT = 200_000
 
 
@@ -32,6 +35,7 @@ CACHE_LIMIT = 200_000
 def embed(texts: list[str]) -> torch.Tensor:
     """(N, 384) unit sentence embeddings."""
     model, tokenizer = _encoder()
+    _cache = _caches.setdefault(precision.current() if model.device.type == "cuda" else "float32", {})
     new = [t for t in dict.fromkeys(texts) if t not in _cache]
     if len(_cache) + len(new) > CACHE_LIMIT:  # full: start again, embedding every text of this call
         _cache.clear()
@@ -40,7 +44,7 @@ def embed(texts: list[str]) -> torch.Tensor:
         chunk = new[i:i + BATCH]
         enc = tokenizer(chunk, padding=True, truncation=True, max_length=MAX_LENGTH,
                         return_tensors="pt").to(model.device)
-        hidden = model(**enc).last_hidden_state
+        hidden = model(**enc).last_hidden_state.float()
         mask = enc["attention_mask"].unsqueeze(-1).float()
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         _cache.update(zip(chunk, torch.nn.functional.normalize(pooled, dim=1).cpu()))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from bench.tables import (GENERATED, budget, by_dataset, ci, dedupe, fmt, md_row, provenance, seed_values,
                           stats_footer, train_seconds, vs_reference)
@@ -123,7 +123,7 @@ def _section(profile: str, records: list[dict]) -> list[str]:
              f"(AuA: correct and not broken by a constraint-checked attack, at most {word_budget} changed, so a text "
              "under 10 words may have 1 word changed); "
              "ASR: attack success rate (%) over clean-correct examples; words %: words changed in successful "
-             "attacks; queries: mean model queries per attacked example.", "", *_gate(records),
+             "attacks; queries: mean model queries per attacked example.", "", *_gate(records), *_precision(records),
              md_row(head), md_row(["---"] + ["---:"] * (len(head) - 1))]
     degenerate = sorted({r["defense"]["name"] for r in records
                          if (_metric(r, "majority_prediction_rate") or 0.0) >= DEGENERATE})
@@ -139,6 +139,19 @@ def _section(profile: str, records: list[dict]) -> list[str]:
                       "class, so its accuracy under attack is not evidence of robustness."]
     return lines + ["", *_rejections(records, defenses, attacks), "",
                     stats_footer(REFERENCE if REFERENCE in defenses else None), "", provenance(records), ""]
+
+
+def _precision(records: list[dict]) -> list[str]:
+    """Where and at what precision the attacks' model queries ran (``attack.params.cuda_precision``; records
+    written before the parameter existed ran float32)."""
+    seen = Counter()
+    for r in records:
+        hw = r.get("hardware") or {}
+        on_gpu = hw.get("device") == "cuda"
+        precision = (r["attack"].get("params") or {}).get("cuda_precision", "float32") if on_gpu else "float32"
+        seen[(hw.get("gpu") if on_gpu else "CPU", precision)] += 1
+    parts = [f"{precision} on {device} ({n} cells)" for (device, precision), n in sorted(seen.items())]
+    return [f"Attack-time queries of the victim and the sentence encoder: {'; '.join(parts)}.", ""]
 
 
 def _gate(records: list[dict]) -> list[str]:

@@ -249,7 +249,7 @@ def test_sentence_encoder_cache_refills_when_full(monkeypatch):
     from bench.tracks.text_robustness import sentence_encoder as se
 
     monkeypatch.setattr(se, "CACHE_LIMIT", 3)
-    se._cache.clear()
+    se._caches.clear()
     first = se.embed(["a good film", "a bad film"])
     both = se.embed(["a good film", "a dull film", "a fine film"])
     assert both.shape == (3, 384)
@@ -299,3 +299,42 @@ def test_text_table_heads_each_section_with_the_masked_lm_gate():
     assert "60.0 / 40.0 %" in table and ": passes." in table
     bare = {**record, "defense": {"name": "mvp"}}
     assert "Masked-LM gate: not recorded" in tables([bare])["toy.md"]
+
+
+def test_cuda_precision_holds_inside_the_attack_only_and_is_checked():
+    from bench.errors import UsageError
+    from bench.tracks.text_robustness import precision
+
+    seen = []
+
+    class Spy(KeywordModel):
+        def forward(self, texts):
+            seen.append(precision.current())
+            return super().forward(texts)
+
+    cls = REGISTRY.load("attack", "pwws")
+    x = Texts(["this is a really good film with nice actors and a strong script"])
+    data = Splits(SPEC, x, torch.tensor([1]), x, torch.tensor([1]))
+    cls(resolve({"pwws": cls}, "smoke", ['cuda_precision="tf32"'])["pwws"]).evaluate(Spy(), data, _eval_ctx())
+    assert seen and set(seen) == {"tf32"}  # the victim and the framework's verdict alike
+    assert precision.current() == "float32"  # the process's setting is back
+    with pytest.raises(UsageError):
+        resolve({"pwws": cls}, "smoke", ['cuda_precision="int8"'])
+    assert resolve({"pwws": cls}, "full", [])["pwws"].cuda_precision == "float16"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_float16_queries_stay_within_tolerance_of_float32(tiny_backbone):
+    from bench.tracks.text_robustness import precision
+    from bench.tracks.text_robustness.models import MLPClassifier
+
+    torch.manual_seed(0)
+    model = MLPClassifier(tiny_backbone, 2).cuda().eval()
+    texts = Texts([f"{a} {b} film" for a in POS + NEG for b in ("good", "dull", "fine", "boring")])
+    with torch.no_grad():
+        reference = model(texts).float().softmax(1)
+        for name in ("tf32", "float16", "bfloat16"):
+            with precision.cuda_queries(name):
+                got = model(texts).float().softmax(1)
+            assert (got - reference).abs().max() < 2e-2, name
