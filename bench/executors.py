@@ -15,6 +15,7 @@ completes only what is missing, as with the sequential runner.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -79,7 +80,8 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
 
     def start(slot: int) -> None:
         gpu = gpus[slot % len(gpus)] if gpus else None  # several lanes share a GPU
-        pool[slot] = _Worker(ctx, slot, spec, gpu, results)
+        with capped_threads(threads):
+            pool[slot] = _Worker(ctx, slot, spec, gpu, results)
 
     def finish(slot: int, job_rows: list, failed: int) -> None:
         rows[_row_key(pool[slot].job)] = job_rows
@@ -259,6 +261,31 @@ def _visible_gpus() -> list[str]:
     if visible is not None:
         return [g.strip() for g in visible.split(",") if g.strip()][:torch.cuda.device_count()]
     return [str(i) for i in range(torch.cuda.device_count())]
+
+
+# Native thread pools (OpenMP, OpenBLAS, MKL) size themselves when their library loads, before any line of the
+# worker runs, so the per-lane cap must be in the environment a worker starts with. Unset, every lane starts one
+# thread per core and they spin against each other: numpy's GloVe look-ups of the text attacks ran 2.7x slower
+# in 2 lanes on 2 cores (benchmarks/lane_threads.py).
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def capped_threads(threads: int):
+    """The block's child processes start with at most ``threads`` native threads each (a lower value already
+    in the environment is kept); this process's environment is restored after it."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARS}
+    for name, value in saved.items():
+        os.environ[name] = str(min(threads, int(value))) if value and value.isdigit() and int(value) > 0 \
+            else str(threads)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class _Worker:

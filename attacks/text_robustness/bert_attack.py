@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import torch
 
 from bench.tracks.text_robustness.attack import (
-    FULL,
     WordAttack,
     WordAttackParams,
     greedy_substitute,
@@ -52,7 +51,7 @@ def _mlm(name: str):
 class BertAttack(WordAttack):
     __doc__ = __doc__
     Params = Params
-    profiles = {"smoke": {"k": 8, "max_queries": 300}, "quick": {"k": 16}, "full": FULL}
+    profiles = {"smoke": {"k": 8, "max_queries": 300}, "quick": {"k": 16}}
 
     @torch.no_grad()
     def _candidates(self, words: list[str]) -> dict[int, list[str]]:

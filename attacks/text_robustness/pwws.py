@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import torch
 
-from bench.tracks.text_robustness.attack import FULL, WordAttack, split_word, substitute
+from bench.tracks.text_robustness.attack import WordAttack, split_word, substitute
 
 
 class PWWS(WordAttack):
     __doc__ = __doc__
-    profiles = {"smoke": {"max_queries": 300}, "full": FULL}
+    profiles = {"smoke": {"max_queries": 300}}
 
     def search(self, victim, words, label, max_changes, ctx):
         from bench.tracks.text_robustness.resources import STOPWORDS, wordnet_synonyms

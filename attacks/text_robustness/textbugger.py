@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.tracks.text_robustness.attack import (
-    FULL,
     WordAttack,
     WordAttackParams,
     deletion_importance,
@@ -64,7 +63,7 @@ def bugs(word: str, generator) -> list[str]:
 class TextBugger(WordAttack):
     __doc__ = __doc__
     Params = Params
-    profiles = {"smoke": {"max_queries": 300}, "full": FULL}
+    profiles = {"smoke": {"max_queries": 300}}
     part_of_speech = False
 
     def search(self, victim, words, label, max_changes, ctx):

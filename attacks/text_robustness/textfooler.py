@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.tracks.text_robustness.attack import (
-    FULL,
     WordAttack,
     WordAttackParams,
     deletion_importance,
@@ -42,7 +41,7 @@ class Params(WordAttackParams):
 class TextFooler(WordAttack):
     __doc__ = __doc__
     Params = Params
-    profiles = {"smoke": {"k": 8, "max_queries": 300}, "quick": {"k": 20}, "full": FULL}
+    profiles = {"smoke": {"k": 8, "max_queries": 300}, "quick": {"k": 20}}
     part_of_speech = True
     sentence_window = 15
 

@@ -303,3 +303,16 @@ def test_more_lanes_than_jobs_split_a_job_and_give_the_same_records(tmp_path, ca
                for p in (tmp_path / "par" / "records").rglob("*.json")}
     assert len(weights) == 1  # every cell evaluated the same trained model
     assert [r["attack"] for r in parallel.summary] == [r["attack"] for r in sequential.summary]
+
+
+def test_workers_start_with_their_share_of_native_threads(monkeypatch):
+    from bench.executors import THREAD_VARS, capped_threads
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a lower cap the user set is kept
+    monkeypatch.setenv("MKL_NUM_THREADS", "64")
+    probe = "import os; print(' '.join(os.environ[n] for n in %r))" % (THREAD_VARS,)
+    with capped_threads(3):
+        seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert seen.split() == ["1", "3", "3"]  # OMP, OpenBLAS, MKL in a child started inside the block
+    assert "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "64"

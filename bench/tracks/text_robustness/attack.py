@@ -59,10 +59,6 @@ class WordAttackParams:
     cuda_precision: precision.Precision = "float32"
 
 
-# The full profile's shared overrides: on CUDA, float16 queries (``precision``; a full run is bound by float32
-# matmuls on 120-word articles; the agreement with float32 is measured by benchmarks/text_attack_throughput.py).
-FULL = {"cuda_precision": "float16"}
-
 RESULT_FIELDS = ("index", "result_type", "ground_truth_output", "original_output", "perturbed_output",
                  "original_score", "perturbed_score", "num_queries", "words_changed", "num_words",
                  "original_text", "perturbed_text", "rejected_by", "note")

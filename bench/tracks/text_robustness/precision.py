@@ -1,7 +1,13 @@
 """The numeric precision of the attacks' model queries on CUDA (the victim and the constraints' sentence
-encoder; BERT-Attack's masked LM proposes on the CPU). An attack on a 120-word BBC News article queries MiniLM
-~2,000 times, so a full-profile run is bound by float32 matmuls; tensor-core precisions are several times
-faster. CPU queries are always float32: on the CPU these settings change nothing.
+encoder; BERT-Attack's masked LM proposes on the CPU): ``cuda_precision``, float32 unless set. CPU queries are
+always float32: on the CPU these settings change nothing.
+
+Measured on one H100 (benchmarks/text_attack_throughput.py --precisions float32,float16, BBC News full, mlp-ft,
+20 examples; benchmarks/results/text_precision_gpu_h100.json): float16 gave the same outcome on 100 % of the
+examples under PWWS, TextFooler and TextBugger and 95 % under BERT-Attack (same final text on 40-70 %), and no
+speed-up (31.3 s for the four attacks against 29.4 s in float32). The 16-lane BBC News full run (float16) took
+as long per cell as the float32 one before it, with the host's load average at 128-148 on 16 cores: the lanes
+were short of CPU, not of GPU (``bench.executors.capped_threads``).
 
 - ``float32``: the reference (TF32 off, as PyTorch's default).
 - ``tf32``: float32 tensors, matmuls and convolutions on TF32 tensor cores (10-bit mantissa inputs).
