@@ -265,7 +265,7 @@ def _visible_gpus() -> list[str]:
 
 # Native thread pools (OpenMP, OpenBLAS, MKL) size themselves when their library loads, before any line of the
 # worker runs, so the per-lane cap must be in the environment a worker starts with. Unset, every lane starts one
-# thread per core and they spin against each other: numpy's GloVe look-ups of the text attacks ran 2.7x slower
+# thread per core and they spin against each other: numpy's GloVe look-ups of the text attacks ran 3.1x slower
 # in 2 lanes on 2 cores (benchmarks/lane_threads.py).
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 

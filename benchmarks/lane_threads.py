@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--lookups", type=int, default=3000, help="neighbour look-ups per lane")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if min(args.lanes) < 1 or args.lookups < 1:
+        ap.error("--lanes and --lookups must be positive")
     cores = os.cpu_count() or 1
     rows = []
     for lanes in args.lanes:

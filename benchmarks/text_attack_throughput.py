@@ -28,6 +28,7 @@ import dataclasses
 import json
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ from bench.context import EvalContext
 from bench.registry import Registry
 from bench.runner import Runner, Selection, plan
 from bench.tracks.text_robustness import attack as attack_loop
+from bench.tracks.text_robustness import precision as precision_module
 from bench.tracks.text_robustness import resources, sentence_encoder
 
 ATTACKS = ("pwws", "textfooler", "bert-attack", "textbugger")
@@ -96,6 +98,9 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("leaderboards"), help="where the victim model is cached")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    known = typing.get_args(precision_module.Precision)
+    if bad := [p for p in args.precisions.split(",") if p not in known]:
+        ap.error(f"--precisions: {', '.join(bad)} not one of {', '.join(known)}")  # exit 2, before any compute
 
     registry = Registry()
     the_plan = plan(registry, Selection(defenses=(args.defense,), attacks=ATTACKS, datasets=(args.dataset,),

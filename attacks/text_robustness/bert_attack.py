@@ -25,13 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.tracks.text_robustness.attack import (
-    WordAttack,
-    WordAttackParams,
-    greedy_substitute,
-    split_word,
-    substitute,
-)
+from bench.tracks.text_robustness.attack import WordAttack, WordAttackParams, greedy_substitute, split_word, substitute
 from bench.tracks.text_robustness.backbone import DEFAULT_BACKBONE
 
 
