@@ -34,18 +34,23 @@ def comparable(results):
     return out
 
 
+def sequential_then_parallel(registry, extra, sel, tmp_path, capfd, jobs, name="par"):
+    """``sel`` run sequentially into tmp_path/seq, then by ``run_parallel`` with ``jobs`` into tmp_path/name:
+    (sequential runner, parallel runner, the parallel run's output)."""
+    sequential = Runner(registry, tmp_path / "seq", device="cpu")
+    assert sequential.execute(plan(registry, sel)) == 0
+    capfd.readouterr()
+    parallel = Runner(registry, tmp_path / name, device="cpu")
+    assert run_parallel(parallel, sel, plan(registry, sel), jobs=jobs, extra=extra) == 0
+    return sequential, parallel, capfd.readouterr().out
+
+
 def test_parallel_gives_the_same_records_and_trains_a_shared_teacher_once(tmp_path, capfd):
     from plugins_for_tests import EXTRA
 
     extra, registry = registry_with(EXTRA)
     sel = grid(("standard", "needs-teacher"), ("fgsm", "pgd-linf"))  # both jobs need the standard model
-    sequential = Runner(registry, tmp_path / "seq", device="cpu")
-    assert sequential.execute(plan(registry, sel)) == 0
-    capfd.readouterr()
-
-    parallel = Runner(registry, tmp_path / "par", device="cpu")
-    assert run_parallel(parallel, sel, plan(registry, sel), jobs=2, extra=extra) == 0
-    out = capfd.readouterr().out
+    sequential, parallel, out = sequential_then_parallel(registry, extra, sel, tmp_path, capfd, jobs=2)
     assert "2 job(s) in 2 worker process(es)" in out
     assert out.count("training standard") == 1  # the cache lock: one worker trains, the other loads
     seq, par = comparable(tmp_path / "seq"), comparable(tmp_path / "par")
@@ -221,12 +226,8 @@ def test_auto_with_one_lane_runs_in_this_process_with_the_sequential_records(tmp
 
     extra, registry = registry_with(EXTRA)
     sel = grid(("standard",), ("fgsm",))  # one model job: one lane
-    sequential = Runner(registry, tmp_path / "seq", device="cpu")
-    assert sequential.execute(plan(registry, sel)) == 0
-    capfd.readouterr()
-    lanes = Runner(registry, tmp_path / "auto", device="cpu")
-    assert run_parallel(lanes, sel, plan(registry, sel), jobs="auto", extra=extra) == 0
-    assert "worker process" not in capfd.readouterr().out
+    _, lanes, out = sequential_then_parallel(registry, extra, sel, tmp_path, capfd, jobs="auto", name="auto")
+    assert "worker process" not in out
     assert comparable(tmp_path / "auto") == comparable(tmp_path / "seq")
     assert [r["status"] for r in lanes.summary] == ["ok"]
 
@@ -290,12 +291,7 @@ def test_more_lanes_than_jobs_split_a_job_and_give_the_same_records(tmp_path, ca
     assert split_tasks(the_plan, [0], 2, lambda job, cell: False) == [(0, (0,)), (0, (1, 2))]
     assert split_tasks(the_plan, [0], 3, lambda job, cell: cell.attack.name == "fgsm") == [(0, (1,)), (0, (2,))]
 
-    sequential = Runner(registry, tmp_path / "seq", device="cpu")
-    assert sequential.execute(plan(registry, sel)) == 0
-    capfd.readouterr()
-    parallel = Runner(registry, tmp_path / "par", device="cpu")
-    assert run_parallel(parallel, sel, plan(registry, sel), jobs=3, extra=extra) == 0
-    out = capfd.readouterr().out
+    sequential, parallel, out = sequential_then_parallel(registry, extra, sel, tmp_path, capfd, jobs=3)
     assert "1 job(s), split into 3 parts in 3 worker process(es)" in out
     assert out.count("training standard") == 1  # one part trains, the others wait for the cache, then load
     assert comparable(tmp_path / "par") == comparable(tmp_path / "seq")
