@@ -1,34 +1,32 @@
 #!/usr/bin/env bash
 # The concept-erasure track's full profile on a GPU host with no network (as run for the committed leaderboard):
-# unpack the kit of scripts/erasure_gpu_kit.py (carried in .data/gpu_erasure), train the base text-to-image model
-# unless its weights are shipped, then one `bench run` lane per concept side by side on the GPU.
-# Usage: OUT=<folder> [BUDGET=s] [PROFILES="full"] [RESULTS=leaderboards] [DEVICE=cuda] scripts/gpu_erasure.sh "<lane 1's bench run args>" ...
-# e.g. scripts/gpu_erasure.sh "--suite erasure-full --dataset fashion-erase-bag --seed 0" "--suite erasure-quick"
+# unpack the kit of scripts/erasure_gpu_kit.py (carried in .data/gpu_erasure), find (or train) the base
+# text-to-image model, then `bench run --suite erasure-full` as lanes on the GPU, detached (scripts/gpu_detached.sh).
+# Each call waits up to WAIT_S seconds and brings back what is done.
+# Usage, first call:  OUT=<folder> BENCH_GIT_COMMIT=<sha> [JOBS=16] [MPS=1] [WAIT_S=540] [PROFILES=full] scripts/gpu_erasure.sh [bench run args]
+#        each later:  OUT=<folder> COLLECT=1 [WAIT_S=540] scripts/gpu_erasure.sh
+# e.g. scripts/gpu_erasure.sh --suite erasure-full --dataset fashion-erase-bag
 set -uo pipefail
 cd "$(dirname "$0")/.."
-end=$(( $(date +%s) + ${BUDGET:-570} ))  # everything, the results' packing included, ends by then
-results=${RESULTS:-leaderboards} device=${DEVICE:-cuda} kit=.data/gpu_erasure site=${SITE:-/tmp/site}
-mkdir -p "$site" /tmp/minilm
-tar xJf $kit/diffusers.tar.xz -C "$site" && tar xJf $kit/minilm.tar.xz -C /tmp/minilm && tar xJf $kit/fashion.tar.xz -C .data || exit 1
+RESULTS=${RESULTS:-/tmp/erasure-results} COLLECT_NAME=erasure
+. scripts/gpu_detached.sh
+if [ -n "${COLLECT:-}" ]; then wait_run "${WAIT_S:-540}"; collect; exit 0; fi
+start=$(date +%s) device=${DEVICE:-cuda} kit=.data/gpu_erasure site=/tmp/site
+if [ ! -d "$site/diffusers" ]; then
+  mkdir -p "$site" /tmp/minilm /tmp/data
+  tar xJf $kit/diffusers.tar.xz -C "$site" && tar xJf $kit/minilm.tar.xz -C /tmp/minilm \
+      && tar xJf $kit/fashion.tar.xz -C /tmp/data || exit 1
+fi
+# The package's dist-info carries the entry points; the code itself is imported from this checkout.
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . || exit 1
-export PYTHONPATH="$site" BENCH_DATA="$PWD/.data" BENCH_MINILM=/tmp/minilm BENCH_PROGRESS=0 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
+export PYTHONPATH="$PWD:$site" BENCH_DATA=/tmp/data BENCH_MINILM=/tmp/minilm BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
 [ "$device" = cpu ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-# The base model: the shipped float16 weights when their recipe matches, else trained here; either way the
-# lanes use the float16 file that ships (written into the installed package before they start).
+# The base model: the shipped weights when their recipe matches (a second, no training), else trained here once
+# and cached under $BENCH_DATA for every lane.
 for profile in ${PROFILES:-full}; do
-  shipped="$site/bench/tracks/concept_erasure/weights/$profile.safetensors"; mkdir -p "$(dirname "$shipped")"
-  half=$([ "$profile" = full ] && echo --half)
-  timeout $(( end - $(date +%s) - 60 )) python3 -m bench.tracks.concept_erasure.train --profile "$profile" --device "$device" $half \
-      --out "/tmp/$profile.safetensors" 2>&1 | grep -v '^\s*$' | tail -n 15
-  cp "/tmp/$profile.safetensors" "$shipped" || { echo "no base model"; exit 1; }
+  python3 -m bench.tracks.concept_erasure.train --profile "$profile" --device "$device" 2>&1 | grep -v '^\s*$' | tail -n 3
 done
-i=0
-for lane in "$@"; do
-  i=$((i + 1))
-  # shellcheck disable=SC2086
-  ( start=$(date +%s); timeout $(( end - start - 15 )) python3 -m bench.cli --results "$results" run $lane --device "$device"
-    echo "lane $i exit $? after $(( $(date +%s) - start )) s: $lane" ) > "$OUT/lane$i.log" 2>&1 &
-done
-wait
-tail -n 3 "$OUT"/lane*.log
-tar czf "$OUT/erasure_records.tgz" -C "$results" records $(test -d "$results/artifacts" && echo artifacts)
+start_mps
+detach "${*:---suite erasure-full}" "$start"
+wait_run $(( ${WAIT_S:-540} - ($(date +%s) - start) ))
+collect

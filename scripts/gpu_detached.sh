@@ -1,0 +1,31 @@
+# Sourced by the GPU-host scripts: a `bench run` in a process session of its own, which outlives the call for as
+# long as the host stays warm (the next call comes within its idle window), and its collection into $OUT.
+# Needs RESULTS (the results folder) and OUT; LOG is the run's log.
+LOG="$RESULTS/detached.log"
+
+collect() {  # records and the run's log; the per-example artifacts
+  tar czf "$OUT/${COLLECT_NAME}_records.tgz" -C "$RESULTS" records detached.log
+  # the artifacts in pieces under the 16 MiB a returned file may have
+  [ -d "$RESULTS/artifacts" ] && tar cf - -C "$RESULTS" artifacts | split -b 15M - "$OUT/${COLLECT_NAME}_artifacts.tar."
+  tail -n 4 "$LOG"
+  echo "records: $(find "$RESULTS/records" -name '*.json' 2>/dev/null | wc -l)"
+}
+
+wait_run() {  # up to $1 seconds, until the detached run says it is done
+  local until=$(( $(date +%s) + $1 ))
+  while [ "$(date +%s)" -lt "$until" ] && ! grep -q "^DETACHED RUN DONE" "$LOG" 2>/dev/null; do sleep 5; done
+  grep "^DETACHED RUN DONE" "$LOG" 2>/dev/null || echo "detached run still going"
+}
+
+start_mps() {  # MPS=1: CUDA's multi-process service, so the lanes' kernels run side by side instead of taking turns
+  if [ -n "${MPS:-}" ] && ! pgrep -x nvidia-cuda-mps >/dev/null && command -v nvidia-cuda-mps-control >/dev/null; then
+    nvidia-cuda-mps-control -d && python3 -c "import torch; torch.ones(1, device='cuda')" \
+        || { echo quit | nvidia-cuda-mps-control; echo "MPS did not start: lanes take turns"; }
+  fi
+}
+
+detach() {  # detach "<bench run args>" START: python3 -m bench.cli run ... in the background, logged to $LOG
+  mkdir -p "$RESULTS"
+  setsid bash -c "python3 -m bench.cli --results '$RESULTS' run $1 --device ${DEVICE:-cuda} --jobs ${JOBS:-auto}; \
+    echo \"DETACHED RUN DONE exit \$? after \$(( \$(date +%s) - $2 )) s\"" > "$LOG" 2>&1 < /dev/null &
+}
