@@ -24,6 +24,10 @@ start_mps() {  # MPS=1: CUDA's multi-process service, so the lanes' kernels run 
   fi
 }
 
+private_copy() {  # cd into a copy of this checkout ($1), so that a later call's upload cannot change a running run
+  mkdir -p "$1" && tar cf - --exclude=./.data . | tar xf - -C "$1" && cd "$1" || exit 1
+}
+
 detach() {  # detach "<bench run args>" START: python3 -m bench.cli run ... in the background, logged to $LOG
   mkdir -p "$RESULTS"
   setsid bash -c "python3 -m bench.cli --results '$RESULTS' run $1 --device ${DEVICE:-cuda} --jobs ${JOBS:-auto}; \

@@ -17,7 +17,8 @@ if [ ! -d "$site/diffusers" ]; then
   tar xJf $kit/diffusers.tar.xz -C "$site" && tar xJf $kit/minilm.tar.xz -C /tmp/minilm \
       && tar xJf $kit/fashion.tar.xz -C /tmp/data || exit 1
 fi
-# The package's dist-info carries the entry points; the code itself is imported from this checkout.
+private_copy "/tmp/erasure-tree-$start"
+# The package's dist-info carries the entry points; the code itself is imported from this copy.
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . || exit 1
 export PYTHONPATH="$PWD:$site" BENCH_DATA=/tmp/data BENCH_MINILM=/tmp/minilm BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
 [ "$device" = cpu ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader

