@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.executors import capped_threads
+from bench.executors import THREAD_VARS, capped_threads
 
 LANE = r'''
 import numpy as np
@@ -55,7 +55,7 @@ def main() -> None:
         print(f"{lanes} lane(s) on {cores} cores: {as_is:.1f} s as is, {capped:.1f} s capped at {threads} "
               f"thread(s) each ({as_is / capped:.2f}x)")
     if args.json:
-        env = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+        env = {name: os.environ.get(name) for name in THREAD_VARS}
         args.json.write_text(json.dumps({"cores": cores, "environment": env, "lookups": args.lookups,
                                          "rows": rows}, indent=2) + "\n")
 

@@ -13,6 +13,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-leaderboards}
+. scripts/gpu_detached.sh  # wait_run, start_mps (its own collect below: one archive, logs and cache too)
 collect() {  # one file (a call brings back at most 8): records, logs, the detached log and small artifacts; trained
   # models stay (KEEP_CACHE=1 brings them too)
   tar czf "$OUT/full_records.tgz" -C "$RESULTS" records $(test -d "$RESULTS/artifacts" && echo artifacts) \
@@ -20,16 +21,9 @@ collect() {  # one file (a call brings back at most 8): records, logs, the detac
   [ -f "$RESULTS/detached.log" ] && tail -n 3 "$RESULTS/detached.log"
   echo "records: $(find "$RESULTS/records" -name '*.json' | wc -l)"
 }
-wait_detached() {
-  local until=$(( $(date +%s) + ${WAIT_S:-540} ))
-  while [ "$(date +%s)" -lt "$until" ] && ! grep -q "^DETACHED RUN DONE" "$RESULTS/detached.log" 2>/dev/null; do
-    sleep 5
-  done
-  grep "^DETACHED RUN DONE" "$RESULTS/detached.log" 2>/dev/null || echo "detached run still going"
-}
 # COLLECT=1 comes before any install: the detached run's lanes import from /tmp/site
 if [ -n "${COLLECT:-}" ]; then
-  wait_detached; collect; exit 0
+  wait_run "${WAIT_S:-540}"; collect; exit 0
 fi
 if [ ! -d "$RESULTS/records" ]; then mkdir -p "$RESULTS" && cp -r leaderboards/records leaderboards/artifacts "$RESULTS"/; fi
 # SKIP_INSTALL=1: a later group on a host where an earlier one installed (its lanes import from /tmp/site).
@@ -41,12 +35,7 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --
 fi
 export PYTHONPATH=/tmp/site BENCH_DATA="$PWD/.data" BENCH_PROGRESS=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-# MPS=1: CUDA's multi-process service, so the lanes' kernels run side by side instead of taking turns (measured
-# on the H200: 8 lanes of the image and domain grids, each about as fast as one of 3 lanes without it).
-if [ -n "${MPS:-}" ] && ! pgrep -x nvidia-cuda-mps >/dev/null && command -v nvidia-cuda-mps-control >/dev/null; then
-  nvidia-cuda-mps-control -d && python3 -c "import torch; torch.ones(1, device='cuda')" \
-      || { echo quit | nvidia-cuda-mps-control; echo "MPS did not start: lanes take turns"; }
-fi
+start_mps  # MPS=1 (on the H200: 8 lanes of the image and domain grids, each about as fast as one of 3 without it)
 # SETUP_ONLY=1: install and stop (for callers that run their own commands, e.g. benchmarks/gpu_speed.py --suites).
 [ -z "${SETUP_ONLY:-}" ] || exit 0
 [ -n "${SKIP_BENCH:-}" ] || python3 benchmarks/gpu_speed.py --json "$OUT/gpu_speed.json" || true
@@ -71,7 +60,7 @@ if [ -n "${DETACH:-}" ]; then
   export RESULTS SUITES JOBS BENCH_TIMEOUT
   setsid bash -c 'run_suites "$@"; echo "DETACHED RUN DONE $(date -u +%H:%M:%S)"' _ "$@" \
       > "$RESULTS/detached.log" 2>&1 < /dev/null &
-  wait_detached; collect; exit 0
+  wait_run "${WAIT_S:-540}"; collect; exit 0
 fi
 run_suites "$@"
 pkill -f "bench.cli" 2>/dev/null  # lanes of a suite cut short: the next call reruns their cells
