@@ -28,6 +28,8 @@ from bench.tables import (
     variant_labels,
 )
 
+from bench.tracks.concept_erasure import DEFENSES
+
 FIRST = ("none",)
 ATTACK_ORDER = ("unlearndiffatk", "soft-prompt", "concept-inversion")
 PROBES = ("soft-prompt", "concept-inversion")  # upper-bound probes (no user can type them), named as such
@@ -242,6 +244,9 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
                 for r in paired:
                     for column, cell in zip(columns, r[1:]):
                         writer.writerow([profile, r[0], f"paired {column}", cell, "", "", "", "", ""])
+            # A suite defense with no record yet (a run cut short) is named, so a missing row is not read as absent.
+            if not_run := [d for d in DEFENSES if d not in {r["defense"]["name"] for r in recs}]:
+                md += ["", f"Not run yet (no record in this profile): {', '.join(not_run)}."]
             p0 = recs[0]["dataset"]["params"]
             md += ["", f"Concept: {concept}; judge trained on {p0.get('n_train') or 'all'} real training images "
                        f"(a tenth held out for its threshold), evaluated on {p0.get('n_test') or 'all'} real test "

@@ -292,6 +292,10 @@ def test_table_pools_erasure_seeds_and_pairs_methods():
     assert "| esd | 0, 1 | - | - | 62.5 [" in text and "| advunlearn | 0, 1 | - | - | 6.2 [" in text
     assert "| advunlearn - esd | - | - | -56.2 [" in text
     assert "upper-bound probe" in text
+    # The suite's defenses without a record are named under the table, so a missing row is not read as absent.
+    assert "Not run yet (no record in this profile): none, advunlearn-fast." in text
+    complete = records + [_record(d, 0, "soft-prompt", asr("0" * 8)) for d in ("none", "advunlearn-fast")]
+    assert "Not run yet" not in tables(complete)["fashion-erase-bag.md"]
 
 
 def quick_bag_data():
