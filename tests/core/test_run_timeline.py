@@ -1,0 +1,37 @@
+"""benchmarks/run_timeline.py on the committed erasure-full records and host logs: per-defense times, the
+GPU/host load summaries and the cut-off training's projection; bad input is one line and exit code 2."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "run_timeline.py"
+RECORDS = ROOT / "leaderboards" / "records" / "concept-erasure" / "fashion-erase-bag" / "full"
+LOGS = ROOT / "benchmarks" / "results" / "erasure_full_bag_h100"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=60)
+
+
+def test_timeline_of_the_committed_run(tmp_path):
+    out = tmp_path / "t.json"
+    done = run(RECORDS, "--util", LOGS / "util.csv", "--load", LOGS / "load.txt", "--log", LOGS / "detached.log.gz",
+               "--json", out)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result == json.loads((ROOT / "benchmarks" / "results" / "erasure_full_bag_h100.json").read_text())
+    esd = result["defenses"]["esd"]
+    assert esd["seeds"] == [0, 1, 2] and esd["cells"] == 15 and esd["train_s_mean"] > 60
+    assert esd["first_cell_done_s"] <= esd["last_cell_done_s"] <= result["span_s"]
+    assert 0 < result["gpu"]["gpu_util_mean_pct"] <= 100
+    (cut,) = result["unfinished_trainings"]  # only the defense with no record: AdvUnlearn
+    assert cut["training"].startswith("advunlearn (") and cut["done"] < cut["of"]
+    assert cut["projected_total_s"] > cut["elapsed_s"]
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    for args in ([tmp_path / "missing"], [tmp_path], [RECORDS, "--util", tmp_path / "no.csv"]):
+        done = run(*args)
+        assert done.returncode == 2 and "error:" in done.stderr.strip().splitlines()[-1], done.stderr
