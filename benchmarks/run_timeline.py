@@ -58,7 +58,7 @@ def timeline(folder: Path) -> dict:
 
 def util_summary(path: Path) -> dict:
     busy = [float(line.split(",")[1].strip(" %")) for line in path.read_text().splitlines() if line.count(",") == 2]
-    busy = [b for b in busy if b > 0]  # before the first lane starts
+    busy = [b for b in busy if b > 0]  # the idle samples before the first lane started
     return {"samples": len(busy), "gpu_util_mean_pct": round(statistics.fmean(busy), 1) if busy else None,
             "gpu_util_min_pct": min(busy, default=None)}
 
