@@ -28,8 +28,6 @@ from bench.tables import (
     variant_labels,
 )
 
-from bench.tracks.concept_erasure import DEFENSES
-
 FIRST = ("none",)
 ATTACK_ORDER = ("unlearndiffatk", "soft-prompt", "concept-inversion")
 PROBES = ("soft-prompt", "concept-inversion")  # upper-bound probes (no user can type them), named as such
@@ -167,7 +165,8 @@ HEAD = {"pre": "Pre-ASR", "pre_par": "Pre-ASR paraphrases", "unlearndiffatk": "A
         "concept-inversion": "ASR concept-inversion (upper-bound probe)"}
 
 
-def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
+def tables(records: list[dict], reported: dict | None = None, defenses: tuple[str, ...] = ()) -> dict[str, str]:
+    """``defenses``: the suites' defenses; those without a record in a profile are named under its table."""
     out = {}
     for dataset, profiles in by_dataset(records).items():
         concept = next(iter(profiles.values()))[0]["dataset"]["params"].get("concept", "?")
@@ -245,7 +244,7 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
                     for column, cell in zip(columns, r[1:]):
                         writer.writerow([profile, r[0], f"paired {column}", cell, "", "", "", "", ""])
             # A suite defense with no record yet (a run cut short) is named, so a missing row is not read as absent.
-            if not_run := [d for d in DEFENSES if d not in {r["defense"]["name"] for r in recs}]:
+            if not_run := [d for d in defenses if d not in {r["defense"]["name"] for r in recs}]:
                 md += ["", f"Not run yet (no record in this profile): {', '.join(not_run)}."]
             p0 = recs[0]["dataset"]["params"]
             md += ["", f"Concept: {concept}; judge trained on {p0.get('n_train') or 'all'} real training images "
