@@ -103,6 +103,8 @@ def main() -> None:
     for path in (args.records, args.util, args.load, args.log):
         if path is not None and not path.exists():
             parser.error(f"{path}: not found")
+    if args.json is not None and not args.json.parent.is_dir():
+        parser.error(f"--json {args.json}: its folder does not exist")
     try:
         out = timeline(args.records)
     except ValueError as exc:

@@ -32,6 +32,8 @@ def test_timeline_of_the_committed_run(tmp_path):
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
-    for args in ([tmp_path / "missing"], [tmp_path], [RECORDS, "--util", tmp_path / "no.csv"]):
+    for args in ([tmp_path / "missing"], [tmp_path], [RECORDS, "--util", tmp_path / "no.csv"],
+                 [RECORDS, "--json", tmp_path / "no" / "t.json"]):
         done = run(*args)
         assert done.returncode == 2 and "error:" in done.stderr.strip().splitlines()[-1], done.stderr
+        assert not done.stdout and not (tmp_path / "no").exists()
