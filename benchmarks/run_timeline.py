@@ -6,7 +6,7 @@ whole table's span; and, when given, the GPU utilisation (``nvidia-smi --query-g
 memory.used --format=csv,noheader -l 20``) and the load average (``date +%T`` and /proc/loadavg every 30 s)
 while it ran: whether the lanes were bound by the GPU or by the host's cores.
 
-    python benchmarks/run_timeline.py leaderboards/records/concept-erasure/fashion-erase-bag/full \\
+    python benchmarks/run_timeline.py leaderboards/records/concept-erasure/fashion-erase-bag/full --commit 153f688 \\
         --util benchmarks/results/erasure_full_bag_h100/util.csv --load benchmarks/results/erasure_full_bag_h100/load.txt \\
         --log benchmarks/results/erasure_full_bag_h100/detached.log.gz --json benchmarks/results/erasure_full_bag_h100.json
 """
@@ -30,10 +30,12 @@ def _record(path: Path) -> dict | None:
     return data if isinstance(data, dict) and data.get("schema") == "bench.record/1" else None
 
 
-def timeline(folder: Path) -> dict:
-    records = [r for r in map(_record, sorted(folder.rglob("*.json"))) if r]
+def timeline(folder: Path, commit: str = "") -> dict:
+    """``commit`` (a prefix) keeps one run's records where a table's folder holds several runs."""
+    records = [r for r in map(_record, sorted(folder.rglob("*.json")))
+               if r and str(r.get("git_commit") or "").startswith(commit)]
     if not records:
-        raise ValueError(f"no bench records under {folder}")
+        raise ValueError(f"no bench records under {folder}" + (f" from commit {commit}" if commit else ""))
     done = {id(r): datetime.fromisoformat(r["created"]) for r in records}
     first = min(records, key=lambda r: done[id(r)])
     start = done[id(first)].timestamp() - first["timings"].get("eval_s", 0) - first["timings"].get("train_s", 0)
@@ -95,6 +97,7 @@ def unfinished_trainings(path: Path, finished: set[str]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("records", type=Path, help="a folder of records (searched recursively)")
+    parser.add_argument("--commit", default="", help="only the records made at this commit (a prefix): one run")
     parser.add_argument("--util", type=Path, help="nvidia-smi utilisation log")
     parser.add_argument("--load", type=Path, help="load-average log")
     parser.add_argument("--log", type=Path, help="the run's log (progress bars: BENCH_PROGRESS=1)")
@@ -106,7 +109,7 @@ def main() -> None:
     if args.json is not None and not args.json.parent.is_dir():
         parser.error(f"--json {args.json}: its folder does not exist")
     try:
-        out = timeline(args.records)
+        out = timeline(args.records, args.commit)
     except ValueError as exc:
         parser.error(str(exc))
     if args.util:

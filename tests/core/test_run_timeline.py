@@ -15,25 +15,40 @@ def run(*args):
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=60)
 
 
-def test_timeline_of_the_committed_run(tmp_path):
-    out = tmp_path / "t.json"
-    done = run(RECORDS, "--util", LOGS / "util.csv", "--load", LOGS / "load.txt", "--log", LOGS / "detached.log.gz",
-               "--json", out)
+def timeline_of(commit: str, logs: Path, out: Path) -> dict:
+    done = run(RECORDS, "--commit", commit, "--util", logs / "util.csv", "--load", logs / "load.txt",
+               "--log", logs / "detached.log.gz", "--json", out)
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
-    assert result == json.loads((ROOT / "benchmarks" / "results" / "erasure_full_bag_h100.json").read_text())
+    assert result == json.loads(logs.with_suffix(".json").read_text())
+    assert result["git_commit"].startswith(commit)
+    assert 0 < result["gpu"]["gpu_util_mean_pct"] <= 100
+    return result
+
+
+def test_timeline_of_the_run_cut_short(tmp_path):
+    result = timeline_of("153f688", ROOT / "benchmarks" / "results" / "erasure_full_bag_h100", tmp_path / "t.json")
     esd = result["defenses"]["esd"]
     assert esd["seeds"] == [0, 1, 2] and esd["cells"] == 15 and esd["train_s_mean"] > 60
     assert esd["first_cell_done_s"] <= esd["last_cell_done_s"] <= result["span_s"]
-    assert 0 < result["gpu"]["gpu_util_mean_pct"] <= 100
+    assert "advunlearn" not in result["defenses"]  # its records came from the later run
     (cut,) = result["unfinished_trainings"]  # only the defense with no record: AdvUnlearn
     assert cut["training"].startswith("advunlearn (") and cut["done"] < cut["of"]
     assert cut["projected_total_s"] > cut["elapsed_s"]
 
 
+def test_timeline_of_the_run_that_finished_advunlearn(tmp_path):
+    result = timeline_of("74ed62b", ROOT / "benchmarks" / "results" / "erasure_full_bag_advunlearn_h100",
+                         tmp_path / "t.json")
+    assert set(result["defenses"]) == {"advunlearn"} and result["records"] == 15
+    assert result["unfinished_trainings"] == []
+    # the cut-off run's projection from its own rate undershot the training alone
+    assert result["defenses"]["advunlearn"]["train_s_mean"] > 807
+
+
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
     for args in ([tmp_path / "missing"], [tmp_path], [RECORDS, "--util", tmp_path / "no.csv"],
-                 [RECORDS, "--json", tmp_path / "no" / "t.json"]):
+                 [RECORDS, "--json", tmp_path / "no" / "t.json"], [RECORDS, "--commit", "0000000"]):
         done = run(*args)
         assert done.returncode == 2 and "error:" in done.stderr.strip().splitlines()[-1], done.stderr
         assert not done.stdout and not (tmp_path / "no").exists()
