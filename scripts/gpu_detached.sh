@@ -24,8 +24,12 @@ start_mps() {  # MPS=1: CUDA's multi-process service, so the lanes' kernels run 
   fi
 }
 
-private_copy() {  # cd into a copy of this checkout ($1), so that a later call's upload cannot change a running run
-  mkdir -p "$1" && tar cf - --exclude=./.data . | tar xf - -C "$1" && cd "$1" || exit 1
+private_copy() {  # cd into a copy of this checkout ($1), so that a later call's upload cannot change a running run.
+  # TREE=<tarball of `git archive <commit>`> copies that commit's tree instead: the missing cells of a table then
+  # run the code its other records ran (set BENCH_GIT_COMMIT to that commit).
+  mkdir -p "$1" || exit 1
+  if [ -n "${TREE:-}" ]; then tar xf "$TREE" -C "$1"; else tar cf - --exclude=./.data . | tar xf - -C "$1"; fi
+  cd "$1" || exit 1
 }
 
 detach() {  # detach "<bench run args>" START: python3 -m bench.cli run ... in the background, logged to $LOG
