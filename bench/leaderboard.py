@@ -18,10 +18,11 @@ from pathlib import Path
 from bench.errors import UsageError
 from bench.plugins import Facts
 from bench.records import scan_records
-from bench.tables import dedupe, generic_tables, md_row
+from bench.tables import RUN_STATUSES, dedupe, generic_tables, md_row, profile_key
 
 MANIFEST = "written-by-bench.json"  # the files the last `bench leaderboard` wrote, relative to the results root
-CHECKED_SUFFIXES = (".md", ".csv")  # PNG bytes vary across matplotlib versions: not compared by --check
+CHECKED_SUFFIXES = (".md", ".csv")
+SHOWN_STATUSES = ("ok", "not_certifiable", "failed")  # a cell with one of these has been run  # PNG bytes vary across matplotlib versions: not compared by --check
 
 
 def read_records(results: Path) -> tuple[list[dict], list[str]]:
@@ -34,9 +35,15 @@ def read_records(results: Path) -> tuple[list[dict], list[str]]:
                    for path, why in damaged]
 
 
+def _newest_per_profile(records: list[dict], statuses: tuple[str, ...]) -> list[dict]:
+    """``dedupe`` within each profile: a quick and a full record of one cell are two cells."""
+    profiles = sorted({r["profile"] for r in records}, key=profile_key)
+    return [r for p in profiles for r in dedupe([r for r in records if r["profile"] == p], statuses=statuses)]
+
+
 def failures(records: list[dict]) -> list[str]:
     """A section naming the cells whose newest record failed (never a silent "-" in a table)."""
-    failed = [r for r in dedupe(records, statuses=("ok", "failed")) if r["status"] == "failed"]
+    failed = [r for r in _newest_per_profile(records, ("ok", "failed")) if r["status"] == "failed"]
     if not failed:
         return []
     lines = ["## Failed cells", "", "Cells whose last run failed; their numbers are missing from the tables above.",
@@ -46,6 +53,38 @@ def failures(records: list[dict]) -> list[str]:
         message = f"{error.get('type', '?')}: {error.get('message', '')}".strip()
         lines.append(md_row([r["profile"], r["defense"]["name"], r["attack"]["name"], str(r["seed"]),
                              message[:200].replace("\n", " "), f"`{error.get('log', '')}`"]))
+    return ["", *lines, ""]
+
+
+def not_run(records: list[dict], suites: dict[str, dict]) -> list[str]:
+    """A section naming the cells of the track's suites that have no record (a run cut short, a suite never run
+    in full), so a missing row, column or seed is never read as a result. A suite counts for a dataset and
+    profile once one of its cells there has a record; a cell two suites ask for is named once, under the first."""
+    have = {(r["profile"], r["defense"]["name"], r["attack"]["name"], r["seed"])
+            for r in _newest_per_profile(records, RUN_STATUSES)}
+    dataset = records[0]["dataset"]["name"] if records else None
+    named, rows = set(), []
+    for suite, grid in suites.items():
+        if dataset not in grid.get("datasets", ()):
+            continue
+        profile, seeds = grid.get("profile", "quick"), tuple(grid.get("seeds") or (0,))
+        cells = {(profile, d, a, s) for d in grid["defenses"] for a in grid["attacks"] for s in seeds}
+        if not cells & have:
+            continue
+        for d in grid["defenses"]:
+            missing = {a: [s for s in seeds if (profile, d, a, s) not in have | named] for a in grid["attacks"]}
+            missing = {a: ss for a, ss in missing.items() if ss}
+            named |= {(profile, d, a, s) for a, ss in missing.items() for s in ss}
+            if len(missing) == len(grid["attacks"]) > 1 and len({tuple(ss) for ss in missing.values()}) == 1:
+                missing = {f"all {len(missing)}": next(iter(missing.values()))}  # the whole model job
+            rows += [(profile, suite, d, a, ss) for a, ss in missing.items()]
+    if not rows:
+        return []
+    lines = ["## Cells not run", "", "Cells of the track's suites with no record here: the tables above leave them "
+             "out (a missing row or column, or a mean over fewer seeds).", "",
+             md_row(["Profile", "Suite", "Defense", "Attack", "Seeds"]), md_row(["---"] * 5)]
+    lines += [md_row([p, suite, d, a, ", ".join(map(str, ss))])
+              for p, suite, d, a, ss in sorted(rows, key=lambda row: profile_key(row[0]))]
     return ["", *lines, ""]
 
 
@@ -89,8 +128,10 @@ def expected(registry, records: list[dict], known: Facts) -> dict[str, str]:
     for name, recs in _by_track(records).items():
         track = registry.track(name)
         files = track.tables(recs, known) if track is not None else generic_tables(recs)
+        suites = track.suites if track is not None else {}
         for dataset in sorted({r["dataset"]["name"] for r in recs}):
-            if (note := failures([r for r in recs if r["dataset"]["name"] == dataset])) and f"{dataset}.md" in files:
+            of_dataset = [r for r in recs if r["dataset"]["name"] == dataset]
+            if (note := not_run(of_dataset, suites) + failures(of_dataset)) and f"{dataset}.md" in files:
                 files[f"{dataset}.md"] = files[f"{dataset}.md"].rstrip("\n") + "\n" + "\n".join(note)
         texts.update({f"{name}/{rel}": text for rel, text in files.items()})
     return texts

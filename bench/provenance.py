@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from bench.tables import dedupe
-
-SHOWN = ("ok", "not_certifiable", "failed")
+from bench.tables import RUN_STATUSES, dedupe
 
 
 def table_name(record: dict) -> str:
@@ -67,7 +65,7 @@ def violations(records: list[dict]) -> dict[str, list[str]]:
         groups[(r["track"], r["dataset"]["name"], r["profile"])].append(r)
     out = {}
     for key in sorted(groups):
-        shown = dedupe(groups[key], statuses=SHOWN)
+        shown = dedupe(groups[key], statuses=RUN_STATUSES)
         if shown and (problems := table_problems(shown)):
             out[table_name(shown[0])] = problems
     return out

@@ -9,6 +9,7 @@ from collections import defaultdict
 
 PROFILE_ORDER = ("full", "quick", "smoke")
 LABEL_KEYS = ("split", "domain", "definition_id")  # metric fields that distinguish columns of one name
+RUN_STATUSES = ("ok", "not_certifiable", "failed")  # a record in one of these: its cell has been run
 GENERATED = "Generated from the result records by `bench leaderboard`; do not edit by hand."
 
 

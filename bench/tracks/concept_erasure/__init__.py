@@ -36,4 +36,4 @@ class ConceptErasure(Track):
     def tables(self, records, facts):
         from bench.tracks.concept_erasure import table
 
-        return table.tables(records, facts.reported, DEFENSES)
+        return table.tables(records, facts.reported)

@@ -165,8 +165,7 @@ HEAD = {"pre": "Pre-ASR", "pre_par": "Pre-ASR paraphrases", "unlearndiffatk": "A
         "concept-inversion": "ASR concept-inversion (upper-bound probe)"}
 
 
-def tables(records: list[dict], reported: dict | None = None, defenses: tuple[str, ...] = ()) -> dict[str, str]:
-    """``defenses``: the suites' defenses; those without a record in a profile are named under its table."""
+def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
     out = {}
     for dataset, profiles in by_dataset(records).items():
         concept = next(iter(profiles.values()))[0]["dataset"]["params"].get("concept", "?")
@@ -243,9 +242,6 @@ def tables(records: list[dict], reported: dict | None = None, defenses: tuple[st
                 for r in paired:
                     for column, cell in zip(columns, r[1:]):
                         writer.writerow([profile, r[0], f"paired {column}", cell, "", "", "", "", ""])
-            # A suite defense with no record yet (a run cut short) is named, so a missing row is not read as absent.
-            if not_run := [d for d in defenses if d not in {r["defense"]["name"] for r in recs}]:
-                md += ["", f"Not run yet (no record in this profile): {', '.join(not_run)}."]
             p0 = recs[0]["dataset"]["params"]
             md += ["", f"Concept: {concept}; judge trained on {p0.get('n_train') or 'all'} real training images "
                        f"(a tenth held out for its threshold), evaluated on {p0.get('n_test') or 'all'} real test "

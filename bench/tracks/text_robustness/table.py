@@ -198,29 +198,6 @@ def _paired(records: list[dict], defenses: list[str], attacks: list[str]) -> lis
             md_row(["Defense"] + [label for *_, label in columns]), md_row(["---"] + ["---:"] * len(columns)), *rows]
 
 
-def _not_shown(shown: list[dict], failed: list[dict]) -> list[str]:
-    """The cells of the section's grid (its defenses x attacks x seeds) that have no result, so that a "-" or
-    a short seed count is explained: a failed cell with its error, any other as not run (no record)."""
-    grid = {(r["defense"]["name"], r["attack"]["name"], r["seed"]) for r in shown + failed}
-    defenses, attacks, seeds = ({c[i] for c in grid} for i in range(3))
-    done = {(r["defense"]["name"], r["attack"]["name"], r["seed"]) for r in shown}
-    errors = {(r["defense"]["name"], r["attack"]["name"], r["seed"]): r.get("error") or {} for r in failed}
-    lines = []
-    for d in sorted(defenses, key=lambda d: _order(d, DEFENSE_ORDER)):
-        for a in sorted(attacks, key=lambda a: _order(a, ATTACK_ORDER)):
-            missing = [s for s in sorted(seeds) if (d, a, s) not in done]
-            bad = [s for s in missing if (d, a, s) in errors]
-            if bad:
-                e = errors[(d, a, bad[0])]
-                lines.append(f"- {d} / {a}, seed {', '.join(map(str, bad))}: failed "
-                             f"({e.get('stage', '?')}: {e.get('type', '?')})")
-            if rest := [s for s in missing if s not in bad]:
-                lines.append(f"- {d} / {a}, seed {', '.join(map(str, rest))}: not run (no record)")
-    if not lines:
-        return []
-    return ["Cells of this grid without a result (left out of the means above):", "", *lines, ""]
-
-
 def _stats_head(attacks: list[str], defenses: list[str]) -> list[str]:
     """The framework's columns (issue 22), about the first attack's AuA: its 95 % CI, the paired difference
     from the reference, the budget and the seeds."""
@@ -259,7 +236,6 @@ def tables(records: list[dict], reported: dict | None = None) -> dict[str, str]:
             recs, refusals = refused(dedupe(profiles[profile]))
             if recs:
                 lines += _section(profile, recs)
-                lines += _not_shown(recs, dedupe(profiles[profile], statuses=("failed",)))
             if refusals:
                 lines += ([f"## {profile} profile", ""] if not recs else []) + [
                     "Records refused by the table writer:", "", *refusals, ""]

@@ -221,29 +221,6 @@ def test_text_table_flags_a_near_constant_classifier():
     assert "near-constant" not in tables([balanced])["toy.md"]
 
 
-def test_text_table_names_failed_and_missing_cells():
-    from bench.tracks.text_robustness.attack import summary
-    from bench.tracks.text_robustness.table import tables
-
-    def record(defense, attack, seed, status="ok"):
-        rows = [{"result_type": "Failed", "original_output": o, "num_queries": 3, "words_changed": 0,
-                 "num_words": 5} for o in (0, 1, 0, 1)]
-        r = {"defense": {"name": defense}, "attack": {"name": attack}, "dataset": {"name": "toy"},
-             "profile": "full", "seed": seed, "key": f"{defense}{attack}{seed}", "status": status,
-             "git_commit": "x", "hardware": {"device": "cpu"}, "created": "2026-01-01T00:00:00+00:00",
-             "metrics": summary(rows, f"{attack}()", 100) if status == "ok" else []}
-        return {**r, "error": {"stage": "evaluation", "type": "KeyError"}} if status == "failed" else r
-
-    records = [record("mlp-ft", a, s) for a in ("pwws", "textfooler") for s in (0, 1)]
-    records += [record("mvp", "pwws", 0), record("mvp", "textfooler", 0, "failed")]
-    table = tables(records)["toy.md"]
-    assert "- mvp / pwws, seed 1: not run (no record)" in table
-    assert "- mvp / textfooler, seed 0: failed (evaluation: KeyError)" in table
-    assert "- mvp / textfooler, seed 1: not run (no record)" in table
-    assert "mlp-ft /" not in table.split("without a result")[1]
-    assert "without a result" not in tables(records[:4])["toy.md"]
-
-
 def test_sentence_encoder_cache_refills_when_full(monkeypatch):
     # A full cache is emptied; texts of the same call that were cached before must be embedded again.
     from bench.tracks.text_robustness import sentence_encoder as se
