@@ -61,3 +61,12 @@ def test_a_failed_full_cell_is_named_even_when_a_newer_quick_record_of_it_is_ok(
     # and the quick record does not count as the full cell having been run
     assert "| full | toy-full | a | x | 1, 2 |" in rows(not_run(records, SUITES))
     assert "| quick | toy-quick | a | y | 0 |" in rows(not_run(records, SUITES))
+
+
+def test_a_cell_recorded_by_another_track_counts_as_run():
+    # domain-full asks for pgd-linf on its models; those records belong to the image-robustness track
+    own = [record(d, "x", s) for d in "ab" for s in (0, 1, 2)]
+    elsewhere = [record(d, "y", s) for d in "ab" for s in (0, 1, 2)]
+    suites = {"toy-full": SUITES["toy-full"]}
+    assert rows(not_run(own, suites)) == ["| full | toy-full | a | y | 0, 1, 2 |", "| full | toy-full | b | y | 0, 1, 2 |"]
+    assert not_run(own, suites, own + elsewhere) == []
