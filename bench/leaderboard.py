@@ -21,8 +21,7 @@ from bench.records import scan_records
 from bench.tables import RUN_STATUSES, dedupe, generic_tables, md_row, profile_key
 
 MANIFEST = "written-by-bench.json"  # the files the last `bench leaderboard` wrote, relative to the results root
-CHECKED_SUFFIXES = (".md", ".csv")
-SHOWN_STATUSES = ("ok", "not_certifiable", "failed")  # a cell with one of these has been run  # PNG bytes vary across matplotlib versions: not compared by --check
+CHECKED_SUFFIXES = (".md", ".csv")  # PNG bytes vary across matplotlib versions: not compared by --check
 
 
 def read_records(results: Path) -> tuple[list[dict], list[str]]:
@@ -74,7 +73,8 @@ def not_run(records: list[dict], suites: dict[str, dict], every_track: list[dict
         if not cells & have:
             continue
         for d in grid["defenses"]:
-            missing = {a: [s for s in seeds if (profile, d, a, s) not in have | named] for a in grid["attacks"]}
+            missing = {a: [s for s in seeds if (profile, d, a, s) not in have and (profile, d, a, s) not in named]
+                       for a in grid["attacks"]}
             missing = {a: ss for a, ss in missing.items() if ss}
             named |= {(profile, d, a, s) for a, ss in missing.items() for s in ss}
             if len(missing) == len(grid["attacks"]) > 1 and len({tuple(ss) for ss in missing.values()}) == 1:

@@ -14,10 +14,9 @@ from pathlib import Path
 from bench.errors import UsageError
 from bench import stats
 from bench.records import unpack_bits
-from bench.tables import (GENERATED, budget, by_dataset, canon, ci, dedupe, fmt, md_row, provenance, stats_footer,
-                          variant, variant_labels)
+from bench.tables import (GENERATED, RUN_STATUSES, budget, by_dataset, canon, ci, dedupe, fmt, md_row, provenance,
+                          stats_footer, variant, variant_labels)
 
-SHOWN = ("ok", "not_certifiable", "failed")
 WORST_CASE = ("worst-case", "worst-case-l2")  # their columns come right after Clean: the headline number
 CURVE_MIN_EPS = 3  # an attack with robust_acc at this many eps is a curve (sweep) attack
 MARK = "†"
@@ -189,7 +188,7 @@ def build_tables(records: list[dict], *, headline: dict | None = None,
     """{dataset: Table}, one section per profile with a result (full, quick, smoke, then others); cells whose
     last run failed read "failed"."""
     tables = {}
-    for dataset, profiles in by_dataset([r for r in records if r.get("status") in SHOWN]).items():
+    for dataset, profiles in by_dataset([r for r in records if r.get("status") in RUN_STATUSES]).items():
         sections = [_section(dataset, p, recs, headline, reported) for p, recs in profiles.items()
                     if any(r["status"] != "failed" for r in recs)]
         if sections:
