@@ -81,9 +81,13 @@ def _seconds(clock: str) -> int:
 
 def unfinished_trainings(path: Path, finished: set[str]) -> list[dict]:
     """The last progress bar of each training whose defense has no record yet (a run cut short), with the
-    total it projects at its current rate. Jobs of one defense share a bar name: the last bar stands for them."""
+    total it projects at its current rate. Jobs of one defense share a bar name: the last bar stands for them.
+    A log that says the run is done has none: each of its trainings ended (a failed one is a failed cell), and a
+    bar's name need not be its defense's (advunlearn-fast's bar says "advunlearn")."""
     last: dict[str, dict] = {}
     text = gzip.open(path, "rt", errors="replace").read() if path.suffix == ".gz" else path.read_text(errors="replace")
+    if "DETACHED RUN DONE" in text:
+        return []
     for m in BAR.finditer(text.replace("\r", "\n")):
         if m["desc"].split(" (")[0] in finished:
             continue

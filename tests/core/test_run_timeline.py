@@ -7,7 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "run_timeline.py"
-RECORDS = ROOT / "leaderboards" / "records" / "concept-erasure" / "fashion-erase-bag" / "full"
+ERASURE = ROOT / "leaderboards" / "records" / "concept-erasure"
+RECORDS = ERASURE / "fashion-erase-bag" / "full"
 LOGS = ROOT / "benchmarks" / "results" / "erasure_full_bag_h100"
 
 
@@ -15,8 +16,8 @@ def run(*args):
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=60)
 
 
-def timeline_of(commit: str, logs: Path, out: Path) -> dict:
-    done = run(RECORDS, "--commit", commit, "--util", logs / "util.csv", "--load", logs / "load.txt",
+def timeline_of(commit: str, logs: Path, out: Path, records: Path = RECORDS) -> dict:
+    done = run(records, "--commit", commit, "--util", logs / "util.csv", "--load", logs / "load.txt",
                "--log", logs / "detached.log.gz", "--json", out)
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
@@ -44,6 +45,14 @@ def test_timeline_of_the_run_that_finished_advunlearn(tmp_path):
     assert result["unfinished_trainings"] == []
     # the cut-off run's projection from its own rate undershot the training alone
     assert result["defenses"]["advunlearn"]["train_s_mean"] > 807
+
+
+def test_a_finished_run_has_no_unfinished_training(tmp_path):
+    # the log says the run is done: advunlearn-fast's bar ("advunlearn (sneaker)") is no cut-off AdvUnlearn
+    logs = ROOT / "benchmarks" / "results" / "erasure_full_sneaker_h100"
+    result = timeline_of("083a750", logs, tmp_path / "t.json", ERASURE / "fashion-erase-sneaker" / "full")
+    assert set(result["defenses"]) == {"none", "esd", "advunlearn-fast"} and result["records"] == 45
+    assert result["unfinished_trainings"] == []
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
