@@ -343,9 +343,12 @@ class Runner:
     def done(self, job: ModelJob, cell: Cell, profile: str, weights: str | None = None) -> bool:
         """Whether the cell has a finished record under the current code -- and, given the sha256 of the model's
         weights now in use, one made on these weights (a model trained again, e.g. on another GPU host, can
-        differ in the last bits: its cells are then all run again, so a row never mixes two trainings)."""
+        differ in the last bits: its cells are then all run again, so a row never mixes two trainings). Without
+        that sha256, the cached model's stands for it: those are the weights the cell would be evaluated on."""
         if self.force:
             return False
+        if weights is None:
+            weights = self.cache.stored_sha256(model_key(job.defense, job.dataset, job.seed))
         path = record_path(self.records, self._skeleton(job, cell, profile))
         record, why = load_record(path)
         if why is not None and path not in self._reported:
@@ -396,6 +399,7 @@ class Runner:
                 self.say(f"  {len(trained_apart)} finished cell(s) were made on other weights of this model: "
                          "run again on these")
                 pending = sorted(pending + trained_apart, key=_composites_last)
+            self._warn_outside(job, plan.profile, meta.get("sha256"))
             for cell in pending:
                 # Another process on the same results folder may have finished the cell meanwhile (it waited
                 # for the model, or the grids overlap): the cell lock and a second look write each cell once.
@@ -406,6 +410,23 @@ class Runner:
                         continue
                     self._evaluate_with_retries(job, cell, plan.profile, model, meta, clean)
         return 1 if self.failed else 0
+
+    def _warn_outside(self, job: ModelJob, profile: str, weights: str | None) -> None:
+        """Name the finished records of this model that this run does not hold (another grid's cells, of any
+        track) made on other weights: their table now mixes two trainings, which ``bench leaderboard --check``
+        rejects. The command it prints reruns them on the cached weights."""
+        key, ours = model_key(job.defense, job.dataset, job.seed), {c.key for c in job.cells}
+        outside = []
+        for path in sorted(self.records.glob(f"*/{job.dataset.name}/{profile}/{job.defense.name}/*-s{job.seed}-*.json")):
+            record, _ = load_record(path)
+            if (record and record.get("key") not in ours and record.get("status") in ("ok", "not_certifiable")
+                    and (record.get("defense") or {}).get("model_key") == key and not _same_weights(record, weights)):
+                outside.append(record["attack"]["name"])
+        if outside:
+            self.say(f"  warning: {len(outside)} finished cell(s) of this model outside this run were made on other "
+                     f"weights, so their table mixes two trainings; to run them on these: bench --results "
+                     f"{self.results} run --profile {profile} --dataset {job.dataset.name} --defense "
+                     f"{job.defense.name} --seed {job.seed} --attack {' '.join(sorted(set(outside)))}")
 
     def _evaluate_with_retries(self, job: ModelJob, cell: Cell, profile: str, model, meta: dict, clean) -> None:
         """One cell, its record or its failure. Out of memory on a GPU shared by lanes is often a passing peak of

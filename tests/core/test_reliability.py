@@ -228,3 +228,30 @@ def test_cells_made_on_other_weights_of_a_model_are_run_again(registry, tmp_path
     assert len(recs) == 2 and len({r["defense"]["weights_sha256"] for r in recs}) == 1
     assert all(r["defense"]["weights_sha256"] != "f" * 64 for r in recs)
 
+
+
+def test_cells_of_a_model_outside_the_run_on_other_weights_are_named_and_rerun_on_the_cached_ones(
+        registry, tmp_path, capsys):
+    """A run that evaluates a model names the finished cells of that model it does not hold (another grid's)
+    made on other weights -- their table mixes two trainings -- with the command that reruns them; that command
+    runs them on the cached weights, because a record made on weights other than the cache's is not done."""
+    run(registry, tmp_path, ("fgsm", "pgd-linf"))
+    paths = {p.name.split("-s")[0]: p for p in (tmp_path / "records").rglob("*.json")}
+    paths["fgsm"].unlink()
+    capsys.readouterr()
+    run(registry, tmp_path, ("fgsm",))
+    assert "warning" not in capsys.readouterr().out  # the same weights: nothing to say
+    rec = json.loads(paths["pgd-linf"].read_text())
+    rec["defense"]["weights_sha256"] = "f" * 64  # as if made on another training of this model
+    paths["pgd-linf"].write_text(json.dumps(rec))
+    paths["fgsm"].unlink()
+    run(registry, tmp_path, ("fgsm",))
+    out = capsys.readouterr().out
+    assert "warning: 1 finished cell(s) of this model outside this run were made on other weights" in out
+    command = out.split("to run them on these: ")[1].splitlines()[0]
+    assert command.endswith("--profile smoke --dataset uci-digits --defense standard --seed 0 --attack pgd-linf")
+    code, runner = run(registry, tmp_path, ("pgd-linf",))  # what the command asks for
+    assert code == 0 and runner.summary
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "records").rglob("*.json")]
+    assert len(recs) == 2 and len({r["defense"]["weights_sha256"] for r in recs}) == 1
+    assert all(r["defense"]["weights_sha256"] != "f" * 64 for r in recs)
