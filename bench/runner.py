@@ -416,8 +416,8 @@ class Runner:
         track) made on other weights: their table now mixes two trainings, which ``bench leaderboard --check``
         rejects. The command it prints reruns them on the cached weights."""
         key, ours = model_key(job.defense, job.dataset, job.seed), {c.key for c in job.cells}
-        outside = []
-        for path in sorted(self.records.glob(f"*/{job.dataset.name}/{profile}/{job.defense.name}/*-s{job.seed}-*.json")):
+        outside, pattern = [], f"*/{job.dataset.name}/{profile}/{job.defense.name}/*-s{job.seed}-*.json"
+        for path in sorted(self.records.glob(pattern)):
             record, _ = load_record(path)
             if (record and record.get("key") not in ours and record.get("status") in ("ok", "not_certifiable")
                     and (record.get("defense") or {}).get("model_key") == key and not _same_weights(record, weights)):

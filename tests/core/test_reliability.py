@@ -229,7 +229,6 @@ def test_cells_made_on_other_weights_of_a_model_are_run_again(registry, tmp_path
     assert all(r["defense"]["weights_sha256"] != "f" * 64 for r in recs)
 
 
-
 def test_cells_of_a_model_outside_the_run_on_other_weights_are_named_and_rerun_on_the_cached_ones(
         registry, tmp_path, capsys):
     """A run that evaluates a model names the finished cells of that model it does not hold (another grid's)
