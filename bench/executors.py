@@ -187,7 +187,7 @@ def task_job(the_plan, task: tuple[int, tuple[int, ...] | None]):
     """The job a task runs: the plan's job, or a copy holding only the task's cells."""
     i, cells = task
     job = the_plan.jobs[i]
-    return job if cells is None else dataclasses.replace(job, cells=[job.cells[k] for k in cells])
+    return job if cells is None else dataclasses.replace(job, cells=[job.cells[k] for k in cells], whole=job.cells)
 
 
 def lane_memory_bytes(weight_bytes: int) -> int:

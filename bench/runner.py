@@ -56,6 +56,7 @@ class ModelJob:
     defense: Defense
     seed: int
     cells: list[Cell]
+    whole: list[Cell] | None = None  # when the job is one part of a model's cells (lanes): all of them
 
 
 @dataclasses.dataclass
@@ -196,6 +197,9 @@ def make_cell(profile: str, seed: int, dataset: Dataset, defense: Defense, attac
 def _composites_last(cell: Cell) -> bool:
     """Sort key: composites and certifiers after plain attacks, whose per-example results they reuse."""
     return not isinstance(cell.attack, Attack) or bool(cell.attack.components())
+
+
+FINISHED = ("ok", "not_certifiable")  # a record with either status is a cell done
 
 
 def _same_weights(record: dict, weights: str | None) -> bool:
@@ -355,7 +359,12 @@ class Runner:
             self._reported.add(path)
             self.say(f"  damaged record {path}: {why}; its cell is run again")
         return (record is not None and record.get("key") == cell.key
-                and record.get("status") in ("ok", "not_certifiable") and _same_weights(record, weights))
+                and record.get("status") in FINISHED and _same_weights(record, weights))
+
+    def _finished(self, job: ModelJob, cell: Cell, profile: str) -> dict | None:
+        """The cell's finished record under the current code, whatever weights it names."""
+        record, _ = load_record(record_path(self.records, self._skeleton(job, cell, profile)))
+        return record if record and record.get("key") == cell.key and record.get("status") in FINISHED else None
 
     def unfinished(self, job: ModelJob, profile: str) -> tuple[int, int]:
         """The job's cells without a finished record, and how many of them last failed for want of memory."""
@@ -393,20 +402,23 @@ class Runner:
                 for cell in pending:
                     self._fail(job, cell, plan.profile, exc, stage="training")
                 continue
-            trained_apart = [c for c in job.cells if c not in pending and not self.done(job, c, plan.profile,
-                                                                                      meta.get("sha256"))]
+            # Finished cells made on other weights, the other parts' too (a part that meets one first runs it).
+            weights = meta.get("sha256")
+            trained_apart = [c for c in job.whole or job.cells if c not in pending
+                             and (r := self._finished(job, c, plan.profile)) and not _same_weights(r, weights)]
             if trained_apart:
                 self.say(f"  {len(trained_apart)} finished cell(s) were made on other weights of this model: "
                          "run again on these")
                 pending = sorted(pending + trained_apart, key=_composites_last)
-            self._warn_outside(job, plan.profile, meta.get("sha256"))
+            self._warn_outside(job, plan.profile, weights)
             for cell in pending:
                 # Another process on the same results folder may have finished the cell meanwhile (it waited
                 # for the model, or the grids overlap): the cell lock and a second look write each cell once.
                 with self.cache.lock(f"cell-{cell.key}"):
-                    if self.done(job, cell, plan.profile, meta.get("sha256")):
-                        self.summary.append(self._summary_row(job, cell, read_record(
-                            record_path(self.records, self._skeleton(job, cell, plan.profile)))))
+                    if self.done(job, cell, plan.profile, weights):
+                        if cell in job.cells:  # a cell outside this part: the part that ran it reports it
+                            self.summary.append(self._summary_row(job, cell, read_record(
+                                record_path(self.records, self._skeleton(job, cell, plan.profile)))))
                         continue
                     self._evaluate_with_retries(job, cell, plan.profile, model, meta, clean)
         return 1 if self.failed else 0
@@ -415,11 +427,11 @@ class Runner:
         """Name the finished records of this model that this run does not hold (another grid's cells, of any
         track) made on other weights: their table now mixes two trainings, which ``bench leaderboard --check``
         rejects. The command it prints reruns them on the cached weights."""
-        key, ours = model_key(job.defense, job.dataset, job.seed), {c.key for c in job.cells}
+        key, ours = model_key(job.defense, job.dataset, job.seed), {c.key for c in job.whole or job.cells}
         outside, pattern = [], f"*/{job.dataset.name}/{profile}/{job.defense.name}/*-s{job.seed}-*.json"
         for path in sorted(self.records.glob(pattern)):
             record, _ = load_record(path)
-            if (record and record.get("key") not in ours and record.get("status") in ("ok", "not_certifiable")
+            if (record and record.get("key") not in ours and record.get("status") in FINISHED
                     and (record.get("defense") or {}).get("model_key") == key and not _same_weights(record, weights)):
                 outside.append(record["attack"]["name"])
         if outside:

@@ -301,6 +301,28 @@ def test_more_lanes_than_jobs_split_a_job_and_give_the_same_records(tmp_path, ca
     assert [r["attack"] for r in parallel.summary] == [r["attack"] for r in sequential.summary]
 
 
+def test_a_split_job_runs_its_finished_cells_made_on_other_weights_again(tmp_path, capfd):
+    """On a fresh host (no cache) a part that trains the model runs again the job's finished cells made on other
+    weights, though they belong to no part: the job's records then name one training, as a whole job's do."""
+    import shutil
+
+    extra, registry = registry_with({})
+    sel = grid(("standard",), ("fgsm", "pgd-linf", "pgd-l2"))
+    results = tmp_path / "r"
+    assert Runner(registry, results, device="cpu").execute(plan(registry, sel)) == 0
+    paths = {p.name.split("-s")[0]: p for p in (results / "records").rglob("*.json")}
+    shutil.rmtree(results / "cache")
+    paths["pgd-l2"].unlink()  # the missing cell that makes the job train
+    rec = json.loads(paths["fgsm"].read_text())
+    rec["defense"]["weights_sha256"] = "f" * 64  # made on another training
+    paths["fgsm"].write_text(json.dumps(rec))
+    capfd.readouterr()
+    assert run_parallel(Runner(registry, results, device="cpu"), sel, plan(registry, sel), jobs=2, extra=extra) == 0
+    assert "1 finished cell(s) were made on other weights of this model" in capfd.readouterr().out
+    weights = {json.loads(p.read_text())["defense"]["weights_sha256"] for p in (results / "records").rglob("*.json")}
+    assert len(list((results / "records").rglob("*.json"))) == 3 and len(weights) == 1 and "f" * 64 not in weights
+
+
 def test_workers_start_with_their_share_of_native_threads(monkeypatch):
     from bench.executors import THREAD_VARS, capped_threads
 
