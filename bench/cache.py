@@ -106,14 +106,14 @@ class ModelCache:
             raise CorruptArtifact(f"{weights.name}: {type(exc).__name__}: {exc}") from exc
         return meta
 
-    def stored_sha256(self, key: str) -> str | None:
-        """The sha256 the cached model's metadata names (None: no readable entry), without reading the weights:
-        which weights a run would evaluate, known before it decides what is done (``load`` verifies them)."""
+    def stored_meta(self, key: str) -> dict[str, Any]:
+        """The cached model's metadata ({}: no readable entry), without reading the weights (``load`` verifies
+        them): which weights a run would evaluate, and which run trained them."""
         try:
             meta = json.loads(self.paths(key)[1].read_text())
         except (OSError, ValueError):
-            return None
-        return meta.get("sha256") if isinstance(meta, dict) and meta.get("key") == key else None
+            return {}
+        return meta if isinstance(meta, dict) and meta.get("key") == key else {}
 
     def discard(self, key: str) -> None:
         for path in self.paths(key):

@@ -67,7 +67,7 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
         threads = min(threads, max(1, int(os.environ["OMP_NUM_THREADS"])))
     spec = json.dumps({"selection": dataclasses.asdict(selection), "extra": extra or {},
                        "results": str(runner.results), "device": runner.device.type, "force": runner.force,
-                       "threads": threads})
+                       "run_id": runner.run_id, "threads": threads})
     if pending:
         where = (f"lanes on GPU {', '.join(gpus[:workers])}, {threads} thread(s) each" if gpus
                  else f"CPU, {threads} thread(s) each")
@@ -373,5 +373,5 @@ def _setup(slot: int, spec: dict):
     registry = Registry(extra=spec["extra"])
     selection = Selection(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["selection"].items()})
     runner = Runner(registry, Path(spec["results"]), device=spec["device"], force=spec["force"],
-                    out=_Prefixed(f"[w{slot}] "))
+                    out=_Prefixed(f"[w{slot}] "), run_id=spec["run_id"])
     return runner, plan(registry, selection)

@@ -63,7 +63,7 @@ def run_ray(runner, selection, the_plan, address: str | None = None, device: str
                 raise UsageError("--device cuda: the Ray cluster has no GPU")
             spec = json.dumps({"selection": dataclasses.asdict(selection), "extra": extra or {},
                                "results": str(runner.results.resolve()), "device": device,
-                               "force": runner.force})
+                               "force": runner.force, "run_id": runner.run_id})
             # No retries: a task that crashes its worker would most likely crash it again.
             options = {"num_cpus": 1, "num_gpus": 1 if device == "cuda" else 0, "max_retries": 0}
             train = ray.remote(**options)(_train)
@@ -167,7 +167,9 @@ def _runner(spec_json: str):
         _PLANS[spec_json] = registry, plan(registry, sel)
     registry, the_plan = _PLANS[spec_json]
     # A fresh Runner per task: nothing (models, per-example results) carries over from an earlier task.
-    return Runner(registry, Path(spec["results"]), device=spec["device"], force=spec["force"]), the_plan, spec
+    runner = Runner(registry, Path(spec["results"]), device=spec["device"], force=spec["force"],
+                    run_id=spec["run_id"])
+    return runner, the_plan, spec
 
 
 def _train(spec_json: str, job: int) -> str:

@@ -14,6 +14,7 @@ import json
 import sys
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +228,7 @@ OOM_WAIT_S = 5.0
 
 class Runner:
     def __init__(self, registry, results: Path, device: str = "auto", force: bool = False,
-                 out=None, batch_size: int | None = None):
+                 out=None, batch_size: int | None = None, run_id: str | None = None):
         import torch
 
         from bench.cache import ModelCache
@@ -244,6 +245,9 @@ class Runner:
             raise UsageError("--device cuda: no CUDA device is available")
         self.device = torch.device(device)
         self.force = force
+        # One run, however many processes: with --force a model is trained again once per run, and the other
+        # workers of the run (a split job's parts, students that need a teacher) load that training.
+        self.run_id = run_id or uuid.uuid4().hex
         self.out = out
         # Evaluation batch: larger on a GPU, where small models are launch-bound.
         self.batch_size = batch_size or (2000 if self.device.type == "cuda" else 500)
@@ -281,7 +285,7 @@ class Runner:
         model = defense.build(data.spec)
         with self.cache.lock(key):  # parallel workers: one trains, the others then load
             meta = None
-            if self.cache.has(key) and not self.force:
+            if self.cache.has(key) and (not self.force or self.cache.stored_meta(key).get("run") == self.run_id):
                 try:
                     meta = {**self.cache.load(key, model), "cached": True}
                 except CorruptArtifact as exc:
@@ -300,7 +304,7 @@ class Runner:
                 train_s = time.perf_counter() - start
                 meta = {"defense": _config(defense), "dataset": _config(dataset), "seed": seed,
                         "train_s": train_s, "history": ctx.history, "device": str(self.device),
-                        "created": _now()}
+                        "created": _now(), "run": self.run_id}
                 meta = {**meta, "key": key, "cached": False, "sha256": self.cache.save(key, model, meta)}
         model.to(self.device).eval()
         for p in model.parameters():
@@ -352,7 +356,7 @@ class Runner:
         if self.force:
             return False
         if weights is None:
-            weights = self.cache.stored_sha256(model_key(job.defense, job.dataset, job.seed))
+            weights = self.cache.stored_meta(model_key(job.defense, job.dataset, job.seed)).get("sha256")
         path = record_path(self.records, self._skeleton(job, cell, profile))
         record, why = load_record(path)
         if why is not None and path not in self._reported:
@@ -402,10 +406,12 @@ class Runner:
                 for cell in pending:
                     self._fail(job, cell, plan.profile, exc, stage="training")
                 continue
-            # Finished cells made on other weights, the other parts' too (a part that meets one first runs it).
+            # Finished cells made on other weights, the other parts' too (a part that meets one first runs it);
+            # under --force every cell of the job is some part's already.
             weights = meta.get("sha256")
-            trained_apart = [c for c in job.whole or job.cells if c not in pending
-                             and (r := self._finished(job, c, plan.profile)) and not _same_weights(r, weights)]
+            trained_apart = [] if self.force else [
+                c for c in job.whole or job.cells if c not in pending
+                and (r := self._finished(job, c, plan.profile)) and not _same_weights(r, weights)]
             if trained_apart:
                 self.say(f"  {len(trained_apart)} finished cell(s) were made on other weights of this model: "
                          "run again on these")

@@ -323,6 +323,24 @@ def test_a_split_job_runs_its_finished_cells_made_on_other_weights_again(tmp_pat
     assert len(list((results / "records").rglob("*.json"))) == 3 and len(weights) == 1 and "f" * 64 not in weights
 
 
+def test_force_under_lanes_trains_each_model_once_per_run(tmp_path, capfd):
+    """--force retrains a model once per run: the parts of a split job and a student that needs it as a teacher
+    load that training (the run's id is in the cache's metadata), so a job's records name one training."""
+    from plugins_for_tests import EXTRA
+
+    extra, registry = registry_with(EXTRA)
+    sel = grid(("standard", "needs-teacher"), ("fgsm", "pgd-linf"))
+    results = tmp_path / "r"
+    assert Runner(registry, results, device="cpu").execute(plan(registry, sel)) == 0
+    capfd.readouterr()
+    forced = Runner(registry, results, device="cpu", force=True)
+    assert run_parallel(forced, sel, plan(registry, sel), jobs=4, extra=extra) == 0
+    out = capfd.readouterr().out
+    assert "2 job(s), split into 4 parts in 4 worker process(es)" in out
+    assert out.count("training standard") == 1 and out.count("training needs-teacher") == 1
+    assert len(forced.summary) == 4 and all(r["status"] == "ok" for r in comparable(results).values())
+
+
 def test_workers_start_with_their_share_of_native_threads(monkeypatch):
     from bench.executors import THREAD_VARS, capped_threads
 
