@@ -357,17 +357,16 @@ class Runner:
             return False
         if weights is None:
             weights = self.cache.stored_meta(model_key(job.defense, job.dataset, job.seed)).get("sha256")
+        return (record := self._finished(job, cell, profile)) is not None and _same_weights(record, weights)
+
+    def _finished(self, job: ModelJob, cell: Cell, profile: str) -> dict | None:
+        """The cell's finished record under the current code, whatever weights it names (a damaged one is named,
+        once, and not trusted)."""
         path = record_path(self.records, self._skeleton(job, cell, profile))
         record, why = load_record(path)
         if why is not None and path not in self._reported:
             self._reported.add(path)
             self.say(f"  damaged record {path}: {why}; its cell is run again")
-        return (record is not None and record.get("key") == cell.key
-                and record.get("status") in FINISHED and _same_weights(record, weights))
-
-    def _finished(self, job: ModelJob, cell: Cell, profile: str) -> dict | None:
-        """The cell's finished record under the current code, whatever weights it names."""
-        record, _ = load_record(record_path(self.records, self._skeleton(job, cell, profile)))
         return record if record and record.get("key") == cell.key and record.get("status") in FINISHED else None
 
     def unfinished(self, job: ModelJob, profile: str) -> tuple[int, int]:
@@ -422,7 +421,7 @@ class Runner:
                 # for the model, or the grids overlap): the cell lock and a second look write each cell once.
                 with self.cache.lock(f"cell-{cell.key}"):
                     if self.done(job, cell, plan.profile, weights):
-                        if cell in job.cells:  # a cell outside this part: the part that ran it reports it
+                        if cell in job.cells:  # another part's cell is that part's to report
                             self.summary.append(self._summary_row(job, cell, read_record(
                                 record_path(self.records, self._skeleton(job, cell, plan.profile)))))
                         continue
