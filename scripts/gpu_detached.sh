@@ -4,7 +4,8 @@
 LOG="$RESULTS/detached.log"
 
 collect() {  # records and the run's log; the per-example artifacts
-  tar czf "$OUT/${COLLECT_NAME}_records.tgz" -C "$RESULTS" records detached.log
+  tar czf "$OUT/${COLLECT_NAME}_records.tgz" -C "$RESULTS" records detached.log \
+      $(cd "$RESULTS" && ls util.csv load.txt 2>/dev/null)
   # the artifacts in pieces under the 16 MiB a returned file may have
   [ -d "$RESULTS/artifacts" ] && tar cf - -C "$RESULTS" artifacts | split -b 15M - "$OUT/${COLLECT_NAME}_artifacts.tar."
   tail -n 4 "$LOG"
@@ -32,8 +33,19 @@ private_copy() {  # cd into a copy of this checkout ($1), so that a later call's
   cd "$1" || exit 1
 }
 
+sample_host() {  # sample_host FOLDER: GPU utilisation and load average every 20 s, in benchmarks/run_timeline.py's
+  # formats (--util FOLDER/util.csv --load FOLDER/load.txt). Started inside the detached session, so it outlives
+  # the call that started it, as the run does.
+  while sleep 20; do
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader >> "$1/util.csv" 2>/dev/null
+    echo "$(date +%T) $(cut -d' ' -f1-3 /proc/loadavg)" >> "$1/load.txt"
+  done
+}
+export -f sample_host
+
 detach() {  # detach "<bench run args>" START: python3 -m bench.cli run ... in the background, logged to $LOG
   mkdir -p "$RESULTS"
-  setsid bash -c "python3 -m bench.cli --results '$RESULTS' run $1 --device ${DEVICE:-cuda} --jobs ${JOBS:-auto}; \
-    echo \"DETACHED RUN DONE exit \$? after \$(( \$(date +%s) - $2 )) s\"" > "$LOG" 2>&1 < /dev/null &
+  setsid bash -c "sample_host '$RESULTS' & sampler=\$!; \
+    python3 -m bench.cli --results '$RESULTS' run $1 --device ${DEVICE:-cuda} --jobs ${JOBS:-auto}; \
+    echo \"DETACHED RUN DONE exit \$? after \$(( \$(date +%s) - $2 )) s\"; kill \$sampler" > "$LOG" 2>&1 < /dev/null &
 }

@@ -13,11 +13,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-leaderboards}
-. scripts/gpu_detached.sh  # wait_run, start_mps (its own collect below: one archive, logs and cache too)
+. scripts/gpu_detached.sh  # wait_run, start_mps, sample_host (its own collect below: one archive, logs and cache too)
 collect() {  # one file (a call brings back at most 8): records, logs, the detached log and small artifacts; trained
   # models stay (KEEP_CACHE=1 brings them too)
   tar czf "$OUT/full_records.tgz" -C "$RESULTS" records $(test -d "$RESULTS/artifacts" && echo artifacts) \
-      $(test -d "$RESULTS/logs" && echo logs) $(test -f "$RESULTS/detached.log" && echo detached.log) ${KEEP_CACHE:+cache}
+      $(test -d "$RESULTS/logs" && echo logs) $(cd "$RESULTS" && ls detached.log util.csv load.txt 2>/dev/null) \
+      ${KEEP_CACHE:+cache}
   [ -f "$RESULTS/detached.log" ] && tail -n 3 "$RESULTS/detached.log"
   echo "records: $(find "$RESULTS/records" -name '*.json' | wc -l)"
 }
@@ -58,7 +59,8 @@ run_suites() {
 if [ -n "${DETACH:-}" ]; then
   export -f run_suites
   export RESULTS SUITES JOBS BENCH_TIMEOUT
-  setsid bash -c 'run_suites "$@"; echo "DETACHED RUN DONE $(date -u +%H:%M:%S)"' _ "$@" \
+  setsid bash -c 'sample_host "$RESULTS" & sampler=$!; run_suites "$@"; echo "DETACHED RUN DONE $(date -u +%H:%M:%S)"
+      kill $sampler' _ "$@" \
       > "$RESULTS/detached.log" 2>&1 < /dev/null &
   wait_run "${WAIT_S:-540}"; collect; exit 0
 fi
