@@ -10,6 +10,9 @@
 # RESULTS and SUITES, DETACH=1 WAIT_S=0 (return at once), and SKIP_INSTALL=1 for all but the first.
 # RESULTS=<folder outside the checkout> keeps records and trained models across calls to a warm host (seeded once
 # from the committed records, so finished cells are skipped); a later call resumes where the last one stopped.
+# Models across sessions (a fresh host each): KEEP_MODELS="standard pgd-at" brings those defenses' trained models
+# back from the cache (models.tar.* pieces, ~3.5 MiB a full-profile cnn); MODELS=<folder of those pieces>, carried
+# to a later session's host, puts them back in its cache, so its cells evaluate the same weights.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-leaderboards}
@@ -19,14 +22,27 @@ collect() {  # one file (a call brings back at most 8): records, logs, the detac
   tar czf "$OUT/full_records.tgz" -C "$RESULTS" records $(test -d "$RESULTS/artifacts" && echo artifacts) \
       $(test -d "$RESULTS/logs" && echo logs) $(cd "$RESULTS" && ls detached.log util.csv load.txt 2>/dev/null) \
       ${KEEP_CACHE:+cache}
+  [ -z "${KEEP_MODELS:-}" ] || keep_models
   [ -f "$RESULTS/detached.log" ] && tail -n 3 "$RESULTS/detached.log"
   echo "records: $(find "$RESULTS/records" -name '*.json' | wc -l)"
+}
+keep_models() {  # the cache entries (weights and metadata) of the defenses KEEP_MODELS names
+  python3 - "$RESULTS/cache" $KEEP_MODELS <<'EOF' | tar cf - -C "$RESULTS" -T - | split -b 15M - "$OUT/models.tar."
+import json, sys
+from pathlib import Path
+names = set(sys.argv[2:])
+for meta in sorted(Path(sys.argv[1]).glob("*.json")):
+    if json.loads(meta.read_text()).get("defense", {}).get("name") in names:
+        print(f"cache/{meta.stem}.safetensors\ncache/{meta.name}")
+EOF
+  echo "models kept: $(cat "$OUT"/models.tar.* | tar tf - | grep -c '\.json$') ($KEEP_MODELS)"
 }
 # COLLECT=1 comes before any install: the detached run's lanes import from /tmp/site
 if [ -n "${COLLECT:-}" ]; then
   wait_run "${WAIT_S:-540}"; collect; exit 0
 fi
 if [ ! -d "$RESULTS/records" ]; then mkdir -p "$RESULTS" && cp -r leaderboards/records leaderboards/artifacts "$RESULTS"/; fi
+if [ -n "${MODELS:-}" ]; then cat "$MODELS"/models.tar.* | tar xf - -C "$RESULTS" || exit 1; fi
 # SKIP_INSTALL=1: a later group on a host where an earlier one installed (its lanes import from /tmp/site).
 if [ -z "${SKIP_INSTALL:-}" ]; then
 [ -d /tmp/site/bench ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
