@@ -30,10 +30,13 @@ keep_models() {  # the cache entries (weights and metadata) of the defenses KEEP
   python3 - "$RESULTS/cache" $KEEP_MODELS <<'EOF' | tar cf - -C "$RESULTS" -T - | split -b 15M - "$OUT/models.tar."
 import json, sys
 from pathlib import Path
-names = set(sys.argv[2:])
+names, found = set(sys.argv[2:]), set()
 for meta in sorted(Path(sys.argv[1]).glob("*.json")):
-    if json.loads(meta.read_text()).get("defense", {}).get("name") in names:
+    if (name := json.loads(meta.read_text()).get("defense", {}).get("name")) in names:
+        found.add(name)
         print(f"cache/{meta.stem}.safetensors\ncache/{meta.name}")
+if names - found:
+    print(f"KEEP_MODELS: no trained model of {' '.join(sorted(names - found))} in {sys.argv[1]}", file=sys.stderr)
 EOF
   echo "models kept: $(cat "$OUT"/models.tar.* | tar tf - | grep -c '\.json$') ($KEEP_MODELS)"
 }
