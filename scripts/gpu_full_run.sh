@@ -44,8 +44,11 @@ EOF
 if [ -n "${COLLECT:-}" ]; then
   wait_run "${WAIT_S:-540}"; collect; exit 0
 fi
+if [ -n "${MODELS:-}" ] && ! ls "$MODELS"/models.tar.* >/dev/null 2>&1; then
+  echo "MODELS: no models.tar.* pieces in $MODELS" >&2; exit 2
+fi
 if [ ! -d "$RESULTS/records" ]; then mkdir -p "$RESULTS" && cp -r leaderboards/records leaderboards/artifacts "$RESULTS"/; fi
-if [ -n "${MODELS:-}" ]; then cat "$MODELS"/models.tar.* | tar xf - -C "$RESULTS" || exit 1; fi
+[ -z "${MODELS:-}" ] || cat "$MODELS"/models.tar.* | tar xf - -C "$RESULTS" || exit 1
 # SKIP_INSTALL=1: a later group on a host where an earlier one installed (its lanes import from /tmp/site).
 if [ -z "${SKIP_INSTALL:-}" ]; then
 [ -d /tmp/site/bench ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
