@@ -6,8 +6,11 @@ bytes, so the committed artifacts stay deterministic.
 from __future__ import annotations
 
 import gzip
+import json
 import io
 from pathlib import Path
+
+from bench.records import cell_folder, scan_records, write_json_atomic
 
 SUFFIX = ".gz"
 
@@ -42,11 +45,28 @@ def open_text(path: Path):
 def unreferenced(results: Path) -> list[Path]:
     """The evaluators' artifact folders (``<results>/artifacts/eval/<key>``) that no record names: left by runs
     that newer records replaced; no table or README sample reads them."""
-    from bench.records import scan_records
-
     named = {Path(r["artifacts"]).name for r in scan_records(results / "records")[0] if r.get("artifacts")}
     folder = results / "artifacts" / "eval"
     return sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in named) if folder.is_dir() else []
+
+
+def relocate_records(results: Path) -> list[Path]:
+    """Older records named their artifact folder by the path the run had (``/tmp/x/artifacts/eval/<key>``): set
+    it to ``cell_folder`` when that is the folder's name, so the records read as valid again. Only the one field
+    changes; returns the records rewritten."""
+    rewritten = []
+    for path in sorted((results / "records").rglob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("artifacts"), str) or "key" not in record:
+            continue
+        want = cell_folder(record["key"])
+        if record["artifacts"] != want and Path(record["artifacts"]).name == Path(want).name:
+            write_json_atomic(path, {**record, "artifacts": want})
+            rewritten.append(path)
+    return rewritten
 
 
 if __name__ == "__main__":  # one-off for an older results folder: `python -m bench.artifacts leaderboards`
@@ -54,6 +74,8 @@ if __name__ == "__main__":  # one-off for an older results folder: `python -m be
     import sys
 
     for root in map(Path, sys.argv[1:]):
+        for fixed in relocate_records(root):
+            print(f"rewrote {fixed}")
         for written in compress_csvs(root / "artifacts"):
             print(f"wrote {written}")
         for stale in unreferenced(root):

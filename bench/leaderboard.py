@@ -25,11 +25,13 @@ CHECKED_SUFFIXES = (".md", ".csv")  # PNG bytes vary across matplotlib versions:
 
 
 def read_records(results: Path) -> tuple[list[dict], list[str]]:
-    """(valid records, one line per damaged or tampered record: excluded from every table)."""
+    """(valid records, one line per damaged or tampered record: excluded from every table). Each record's
+    ``artifacts`` is resolved against ``results`` here, so that tables find the files from any working folder."""
     records = results / "records"
     if not records.is_dir():
         raise UsageError(f"no records under {records}; run `bench run` first")
     valid, damaged = scan_records(records)
+    valid = [{**r, "artifacts": (results / r["artifacts"]).as_posix()} if r.get("artifacts") else r for r in valid]
     return valid, [f"{path.relative_to(results).as_posix()} (damaged record, left out: {why})"
                    for path, why in damaged]
 

@@ -17,6 +17,7 @@ A record (schema ``bench.record/1``)::
      "hardware": {...}, "packages": {...}, "git_commit": str | null, "bench_version": str, "created": iso-8601,
      "code": {<module>: <normalised-source hash>},  # the code the result depends on (bench.hashing.code_hashes)
      "error": {"type", "message", "log"},  # failed records only
+     "artifacts": "artifacts/eval/<key[:16]>",  # relative to the results root; only where the cell wrote some
      "per_example": [{"definition", "eps", "n", "robust": <base64 of the packed bits>, "sha256", "violations"}]
     }
 
@@ -100,6 +101,12 @@ REQUIRED = {"key": str, "config_id": str, "status": str, "track": str, "profile"
             "dataset": dict, "defense": dict, "attack": dict, "metrics": list}
 
 
+def cell_folder(key: str) -> str:
+    """Where a cell's artifacts live, relative to the results root; a record names its folder so, which keeps the
+    name true wherever the results folder is moved or copied (a GPU host's results imported into leaderboards/)."""
+    return f"artifacts/eval/{key[:16]}"
+
+
 def problem(record: Any) -> str | None:
     """Why a record cannot be trusted (schema, types, invariants), or None. The same check on write and read."""
     if not isinstance(record, dict):
@@ -114,6 +121,9 @@ def problem(record: Any) -> str | None:
             return f"{part}.name is missing"
     if record["status"] not in ("ok", "failed", "not_certifiable"):
         return f"unknown status {record['status']!r}"
+    if "artifacts" in record and record["artifacts"] != cell_folder(record["key"]):
+        return (f"artifacts {record['artifacts']!r} is not the cell's own folder {cell_folder(record['key'])!r} "
+                "(an older record: `python -m bench.artifacts <results>` rewrites it)")
     for m in record["metrics"]:
         if not isinstance(m, dict) or not isinstance(m.get("name"), str):
             return "a metric without a name"

@@ -22,7 +22,7 @@ from bench import hashing, hparams, validate
 from bench.tables import metric_label
 from bench.errors import InvariantViolation, NotCertifiable, UsageError, out_of_memory, out_of_memory_error
 from bench.plugins import PROFILES, Attack, Certifier, Dataset, Defense, Evaluation, Evaluator
-from bench.records import load_record, pack_mask, read_record, record_path, unpack_mask, write_record
+from bench.records import cell_folder, load_record, pack_mask, read_record, record_path, unpack_mask, write_record
 
 # Core modules whose code changes every evaluation (they enter every cell's key); a plugin's own helpers are found
 # by following its imports (bench.hashing).
@@ -659,7 +659,7 @@ class Runner:
                           generator=torch.Generator().manual_seed(int(cell.config_id[:15], 16)),
                           model_of=lambda name, **o: self.model_of(name, o, job.dataset, job.seed, profile)[0],
                           models_of=lambda requests: self.models_of(requests, job.dataset, job.seed, profile),
-                          artifacts=self.artifacts / "eval" / cell.key[:16])
+                          artifacts=self.results / cell_folder(cell.key))
         start = time.perf_counter()
         metrics = [] if clean_correct is None else [
             {"name": "clean_acc", "value": float(clean_correct.float().mean()), "n": len(clean_correct)}]
@@ -675,7 +675,7 @@ class Runner:
             from bench.artifacts import compress_csvs
 
             compress_csvs(ctx.artifacts)  # per-example CSVs kept small (bench.artifacts.open_text reads them)
-            record["artifacts"] = str(ctx.artifacts)
+            record["artifacts"] = cell_folder(cell.key)
         self._finish(job, cell, record)
 
     def _skeleton(self, job: ModelJob, cell: Cell, profile: str, meta: dict | None = None) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def _fit(name, base, data, seed=0):
     return model
 
 
-def test_grid_runs_end_to_end(grid):
+def test_grid_runs_end_to_end(grid, tmp_path, monkeypatch):
     code, results, records = grid
     assert code == 0
     assert len(records) == 10 and all(r["status"] == "ok" for r in records)
@@ -115,19 +115,21 @@ def test_grid_runs_end_to_end(grid):
             assert asr["value"] >= pre["value"]
             assert all(a >= b for a, b in zip(asr["outcomes"], pre["outcomes"])), "a case the plain prompt won is lost"
             assert asr["probe"] == (r["attack"]["name"] != "unlearndiffatk")
-            rows = list(csv.DictReader(open_text(Path(r["artifacts"]) / f"{r['attack']['name']}_cases.csv")))
+            rows = list(csv.DictReader(open_text((results / r["artifacts"]) / f"{r['attack']['name']}_cases.csv")))
             assert len(rows) == asr["n"] and all(int(x["success"]) >= int(x["unattacked_success"]) for x in rows)
         if r["attack"]["name"] == "concept-prompts":
             names = {m["name"] for m in r["metrics"]}
             assert {"pre_asr", "judge_acc", "judge_threshold", "judge_accept", "judge_reject"} <= names
             assert {m["split"] for m in r["metrics"] if m["name"] == "judge_reject"} >= {"uniform-noise", "blank"}
-            assert list(Path(r["artifacts"]).glob("*.png")), "the before/after grid is saved"
-            captions = json.loads((Path(r["artifacts"]) / "concept_prompts.json").read_text())["captions"]
+            assert list((results / r["artifacts"]).glob("*.png")), "the before/after grid is saved"
+            captions = json.loads(((results / r["artifacts"]) / "concept_prompts.json").read_text())["captions"]
             assert len(captions) == 2 * next(m["n"] for m in r["metrics"] if m["name"] == "pre_asr")
     from bench.cli import main
 
+    monkeypatch.chdir(tmp_path)  # records name their artifacts relative to the results: found from anywhere
     assert main(["--results", str(results), "leaderboard"]) == 0
     table = (results / "concept-erasure" / "fashion-erase-sneaker.md").read_text()
+    assert "](../artifacts/eval/" in table and ".png)" in table, "the pictures are linked"
     assert "| none |" in table and "| advunlearn |" in table and "ASR unlearndiffatk (attack)" in table
     assert "ASR concept-inversion (upper-bound probe)" in table and "ASR soft-prompt (upper-bound probe)" in table
     assert "**Judge calibration**" in table and "uniform-noise" in table
@@ -136,10 +138,10 @@ def test_grid_runs_end_to_end(grid):
 def test_discrete_attack_prompts_are_typeable(grid, base):
     """What UnlearnDiffAtk reports is a prompt a user can type: written out and tokenized again, it is the
     prefix tokens followed by the prompt's own tokens."""
-    _, _, records = grid
+    _, results, records = grid
     (r,) = [r for r in records if r["attack"]["name"] == "unlearndiffatk" and r["defense"]["name"] == "none"]
     k = r["attack"]["params"]["prefix_tokens"]
-    for row in csv.DictReader(open_text(Path(r["artifacts"]) / "unlearndiffatk_cases.csv")):
+    for row in csv.DictReader(open_text((results / r["artifacts"]) / "unlearndiffatk_cases.csv")):
         if row["found_at_step"] in ("", "0"):
             assert row["attacked_prompt"] == row["prompt"]
             continue
