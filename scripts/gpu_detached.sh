@@ -12,10 +12,19 @@ collect() {  # records and the run's log; the per-example artifacts
   echo "records: $(find "$RESULTS/records" -name '*.json' 2>/dev/null | wc -l)"
 }
 
-wait_run() {  # up to $1 seconds, until the detached run says it is done
-  local until=$(( $(date +%s) + $1 ))
-  while [ "$(date +%s)" -lt "$until" ] && ! grep -q "^DETACHED RUN DONE" "$LOG" 2>/dev/null; do sleep 5; done
+all_done() {  # every log named says its run is done
+  local log
+  for log in "$@"; do grep -q "^DETACHED RUN DONE" "$log" 2>/dev/null || return 1; done
+}
+
+wait_run() {  # up to $1 seconds, until the detached run says it is done. ALSO_WAIT="<other results folder>...":
+  # until those runs are done too, for runs sharing a host: the call then lasts as long as the slower run needs,
+  # not only as long as its own (the host goes back 30 s after a call ends, taking an unfinished run with it).
+  local until=$(( $(date +%s) + $1 )) others=() folder
+  for folder in ${ALSO_WAIT:-}; do others+=("$folder/detached.log"); done
+  while [ "$(date +%s)" -lt "$until" ] && ! all_done "$LOG" "${others[@]}"; do sleep 5; done
   grep "^DETACHED RUN DONE" "$LOG" 2>/dev/null || echo "detached run still going"
+  for folder in ${ALSO_WAIT:-}; do all_done "$folder/detached.log" || echo "$folder: its run still going"; done
 }
 
 start_mps() {  # MPS=1: CUDA's multi-process service, so the lanes' kernels run side by side instead of taking turns

@@ -5,6 +5,8 @@
 # Each call waits up to WAIT_S seconds and brings back what is done.
 # Usage, first call:  OUT=<folder> BENCH_GIT_COMMIT=<sha> [JOBS=16] [MPS=1] [WAIT_S=540] [PROFILES=full] [TREE=<git archive>] scripts/gpu_erasure.sh [bench run args]
 #        each later:  OUT=<folder> COLLECT=1 [WAIT_S=540] scripts/gpu_erasure.sh
+# Sharing the host with another detached run, ALSO_WAIT=<its results folder> (e.g. /tmp/text-results) makes each call wait
+# for that run too, so the host stays held until both are done.
 # e.g. scripts/gpu_erasure.sh --suite erasure-full --dataset fashion-erase-bag
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -4,6 +4,8 @@
 # lanes on the GPU, detached (scripts/gpu_detached.sh). Each call waits up to WAIT_S seconds and brings back what is done.
 # Usage, first call:  OUT=<folder> BENCH_GIT_COMMIT=<sha> [JOBS=16] [MPS=1] [WAIT_S=540] [TREE=<git archive>] scripts/gpu_text.sh [bench run args: --suite text-full]
 #        each later:  OUT=<folder> COLLECT=1 [WAIT_S=540] scripts/gpu_text.sh
+# Sharing the host with another detached run, ALSO_WAIT=<its results folder> (e.g. /tmp/erasure-results) makes each call wait
+# for that run too, so the host stays held until both are done.
 # A job (defense x dataset x seed) trains its model once and runs its attacks in order in one lane, so a cell that
 # is missing when the host goes back is a cell never run, never one evaluated on another model.
 set -uo pipefail
