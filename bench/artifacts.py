@@ -6,8 +6,8 @@ bytes, so the committed artifacts stay deterministic.
 from __future__ import annotations
 
 import gzip
-import json
 import io
+import json
 from pathlib import Path
 
 from bench.records import cell_folder, scan_records, write_json_atomic
