@@ -12,6 +12,10 @@ collect() {  # records and the run's log; the per-example artifacts
   echo "records: $(find "$RESULTS/records" -name '*.json' 2>/dev/null | wc -l)"
 }
 
+for folder in ${ALSO_WAIT:-}; do  # a mistyped folder would hold the host for all of WAIT_S: refuse it first
+  [ -f "$folder/detached.log" ] || { echo "ALSO_WAIT: no detached run in $folder (no detached.log)" >&2; exit 2; }
+done
+
 all_done() {  # every log named says its run is done
   local log
   for log in "$@"; do grep -q "^DETACHED RUN DONE" "$log" 2>/dev/null || return 1; done
