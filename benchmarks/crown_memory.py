@@ -33,8 +33,13 @@ else:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 with torch.no_grad():
     lc.margin_lower_bounds(bounded, x, y, 0.1, "CROWN", (0.0, 1.0), 10)
-peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"batch": batch, "peak_mib": (peak - base) / 2**20}))
+if device == "cuda":
+    peak = torch.cuda.max_memory_allocated()
+    extra = {"reserved_peak_mib": torch.cuda.max_memory_reserved() / 2**20,
+             "gpu": torch.cuda.get_device_name(), "gpu_total_mib": torch.cuda.mem_get_info()[1] / 2**20}
+else:
+    peak, extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, {}
+print(json.dumps({"batch": batch, "peak_mib": (peak - base) / 2**20, **extra}))
 """
 
 
@@ -50,17 +55,22 @@ def main(argv=None) -> int:
     points = []
     for batch in args.batch:
         out = subprocess.run([sys.executable, "-c", ONE, str(batch), args.device], capture_output=True, text=True)
+        if out.returncode and "out of memory" in out.stderr.lower():  # a finding, not a failure of the script
+            points.append({"batch": batch, "out_of_memory": True})
+            print(f"batch {batch:4d}: out of memory", flush=True)
+            continue
         if out.returncode:
             print(out.stderr[-2000:], file=sys.stderr)
             return 1
         points.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"batch {batch:4d}: {points[-1]['peak_mib']:9.0f} MiB", flush=True)
-    # least squares: peak = a + b * batch
-    n = len(points)
-    mx = sum(q["batch"] for q in points) / n
-    my = sum(q["peak_mib"] for q in points) / n
-    sxx = sum((q["batch"] - mx) ** 2 for q in points)
-    slope = sum((q["batch"] - mx) * (q["peak_mib"] - my) for q in points) / sxx if sxx else float("nan")
+    # least squares over the batches that ran: peak = a + b * batch
+    fitted = [q for q in points if "peak_mib" in q]
+    n = max(len(fitted), 1)
+    mx = sum(q["batch"] for q in fitted) / n
+    my = sum(q["peak_mib"] for q in fitted) / n
+    sxx = sum((q["batch"] - mx) ** 2 for q in fitted)
+    slope = sum((q["batch"] - mx) * (q["peak_mib"] - my) for q in fitted) / sxx if sxx else float("nan")
     at_full = my + slope * (full_batch - mx)
     summary = {"device": args.device, "model": "cnn (full profile), Fashion-MNIST 1x28x28, Linf 0.1, CROWN",
                "points": points, "mib_per_example": round(slope, 1), "full_profile_batch": full_batch,
