@@ -200,22 +200,30 @@ MEASURED_MARGIN = 1.25
 
 
 def choose_lanes(free_bytes: list[int], weight_bytes: int, models: int, cores: int,
-                 measured_bytes: int | None = None) -> int:
+                 measured: list[int] = ()) -> int:
     """The rule behind ``--jobs auto`` with CUDA (and the default of ``bench run --device cuda``): as many lanes
     as the GPUs' free memory holds at ``lane_memory_bytes`` each -- or, where an earlier run measured a larger
-    peak for these cells (``measured_bytes``), at that peak times ``MEASURED_MARGIN`` --, at most
-    ``MAX_LANES_PER_GPU`` a GPU, one per model job and one per core; at least 1."""
-    lane = max(lane_memory_bytes(weight_bytes), int(MEASURED_MARGIN * (measured_bytes or 0)))
+    peak for these cells (``measured``: one peak per kind of cell in the grid, 0 where none was measured), at
+    the largest such peak times ``MEASURED_MARGIN`` --, at most ``MAX_LANES_PER_GPU`` a GPU, one per model job
+    and one per core; at least 1.
+    A kind of cell whose peak (with the margin) leaves room for fewer than two lanes on the largest GPU does not
+    size the lanes while the grid has lighter kinds: it cannot share a GPU whatever their number (CROWN on the
+    full cnn: ~70 GiB), and letting it decide would run the whole grid in one lane; beside the lanes it runs out
+    of memory and runs again alone after them (``run_parallel``). A grid of heavy kinds only runs in one lane."""
+    gpu = max(free_bytes, default=0)
+    shareable = [m for m in measured if 2 * MEASURED_MARGIN * m <= gpu]
+    sizing = max(shareable) if shareable else max(measured, default=0)
+    lane = max(lane_memory_bytes(weight_bytes), int(MEASURED_MARGIN * sizing))
     fits = int(sum(free_bytes) // lane)
     return max(1, min(fits, MAX_LANES_PER_GPU * len(free_bytes), models, cores))
 
 
-def measured_peak_bytes(results: Path, the_plan, pending: list[int]) -> int | None:
-    """The largest GPU memory peak that records in ``results`` report for the pending jobs' cells (by dataset,
-    profile, defense and attack: one model's seeds are alike), or None when none reports one."""
+def measured_peaks(results: Path, the_plan, pending: list[int]) -> dict[tuple, int]:
+    """The largest GPU memory peak that records in ``results`` report for each kind of the pending jobs' cells
+    (dataset, profile, defense and attack: one model's seeds are alike); 0 for a kind no record measured."""
     wanted = {(job.dataset.name, the_plan.profile, job.defense.name, cell.attack.name)
               for job in (the_plan.jobs[i] for i in pending) for cell in job.cells}
-    peak = None
+    peaks = dict.fromkeys(wanted, 0)
     for path in (Path(results) / "records").rglob("*.json"):
         try:
             r = json.loads(path.read_text())
@@ -224,8 +232,8 @@ def measured_peak_bytes(results: Path, the_plan, pending: list[int]) -> int | No
         except (OSError, ValueError, KeyError, TypeError):  # the runner reports damaged records itself
             continue
         if mib and kind in wanted:
-            peak = max(peak or 0, int(mib) * 2**20)
-    return peak
+            peaks[kind] = max(peaks[kind], int(mib) * 2**20)
+    return peaks
 
 
 def auto_lanes(runner, the_plan, pending: list[int], gpus: list[str]) -> int:
@@ -250,8 +258,8 @@ def auto_lanes(runner, the_plan, pending: list[int], gpus: list[str]) -> int:
             continue
         largest = max(largest, sum(p.numel() * p.element_size() for p in model.parameters()))
     free = [torch.cuda.mem_get_info(i)[0] for i in range(len(gpus))]
-    measured = measured_peak_bytes(runner.results, the_plan, pending) if getattr(runner, "results", None) else None
-    return choose_lanes(free, largest, len(pending), cores, measured)
+    measured = measured_peaks(runner.results, the_plan, pending) if getattr(runner, "results", None) else {}
+    return choose_lanes(free, largest, len(pending), cores, list(measured.values()))
 
 
 def _visible_gpus() -> list[str]:

@@ -191,8 +191,14 @@ def test_gpu_lanes_are_sized_by_the_peaks_earlier_records_measured(registry, mon
     for name, r in (("a.json", record), ("b.json", other)):
         (tmp_path / "records" / name).write_text(json.dumps(r))
     (tmp_path / "records" / "damaged.json").write_text("{")
-    assert executors.measured_peak_bytes(tmp_path, the_plan, pending) == 4096 * 2**20
+    peaks = executors.measured_peaks(tmp_path, the_plan, pending)
+    assert peaks == {("uci-digits", "smoke", "standard", "pgd-linf"): 4096 * 2**20,
+                     ("uci-digits", "smoke", "standard", "fgsm"): 0}  # measured by no record
     assert executors.auto_lanes(runner, the_plan, pending, ["0"]) == 2  # 10.5 GiB / (1.25 x 4 GiB)
+    # a kind of cell that cannot share the GPU (as CROWN's ~70 GiB on an 80 GB card) does not size the lanes
+    heavy = {**record, "attack": {"name": "fgsm"}, "timings": {"gpu_peak_mib": 8192}}
+    (tmp_path / "records" / "c.json").write_text(json.dumps(heavy))
+    assert executors.auto_lanes(runner, the_plan, pending, ["0"]) == 2  # still 1.25 x 4 GiB a lane
 
 
 def test_the_gpu_lane_rule_is_memory_over_lane_peak_capped_at_8_a_gpu_the_models_and_the_cores():
@@ -209,6 +215,20 @@ def test_the_gpu_lane_rule_is_memory_over_lane_peak_capped_at_8_a_gpu_the_models
     resnet18 = 4 * 11_200_000  # ~45 MB of weights: 1 GiB + 2.7 GiB a lane
     assert choose_lanes([10 * gib], resnet18, models=20, cores=16) == 2
     assert choose_lanes([gib // 2], cnn, models=20, cores=16) == 1  # a full GPU still runs, in one lane
+
+
+def test_a_cell_kind_that_cannot_share_a_gpu_does_not_size_the_lanes_unless_all_are_such():
+    from bench.executors import choose_lanes
+
+    gib = 2**30
+    cnn = 4 * 450_000
+    # the image full grid on an H100: lanes of ~12 GiB measured, CROWN ~70 GiB (it runs alone after the lanes)
+    assert choose_lanes([79 * gib], cnn, models=9, cores=16, measured=[12 * gib, 70 * gib, 0]) == 5
+    assert choose_lanes([79 * gib], cnn, models=9, cores=16, measured=[70 * gib, 0]) == 8  # an unmeasured kind
+    # a grid of heavy kinds only (the domain-shift grid's ~60 GiB) runs in one lane, as the measurement says
+    assert choose_lanes([79 * gib], cnn, models=9, cores=16, measured=[60 * gib, 66 * gib]) == 1
+    # where a heavy kind fits twice, it sizes the lanes as any other
+    assert choose_lanes([139 * gib], cnn, models=9, cores=16, measured=[12 * gib, 50 * gib]) == 2
 
 
 def test_jobs_default_to_1_on_the_cpu_and_to_auto_with_cuda():
