@@ -3,7 +3,7 @@
 # wheels (foolbox, eagerpy, GitPython, gitdb, smmap, torchattacks, mlxtend, auto_LiRPA 0.3: `pip download --no-deps
 # --python-version 3.12 --only-binary=:all: -d .whl ...`) and the Fashion-MNIST files (.data/FashionMNIST/raw)
 # travel with the repository in ignored folders.
-# Usage: OUT=<folder for results> BENCH_GIT_COMMIT=<sha> [SUITES="full mtard-full ..."] scripts/gpu_full_run.sh [extra `bench run` args]
+# Usage: OUT=<folder for results> BENCH_GIT_COMMIT=<sha> [SUITES="full mtard-full ..."] [PARALLEL_SUITES=1] scripts/gpu_full_run.sh [extra `bench run` args]
 # e.g. the image grid's seeds 1 and 2 across calls: RESULTS=/tmp/results DETACH=1 BENCH_TIMEOUT=1500 JOBS=6 ... --seed 1 2,
 # then RESULTS=/tmp/results COLLECT=1 ... in each following call (within the host's 30-second idle window).
 # Several groups side by side on a host of several GPUs: one call per group with its own CUDA_VISIBLE_DEVICES,
@@ -67,20 +67,33 @@ start_mps  # MPS=1 (on the H200: 8 lanes of the image and domain grids, each abo
 # DETACH=1: the suites run in a process session of their own (setsid), which outlives this call for as long as the
 # host stays warm (the next call comes within its idle window); this call then waits WAIT_S seconds (default
 # 540) and returns what is done. A later call with COLLECT=1 waits up to WAIT_S for that run and returns again.
+# PARALLEL_SUITES=1: the suites run side by side, not in turn (JOBS lanes each), so one suite's idle lanes do not
+# wait for the other's; two grids that share models (`full` and `mtard-full`: standard, pgd-at) train each once
+# (the cache lock) and write each cell once (the cell lock). Their output lines start with [suite].
+run_suite() {
+  local suite=$1 left; shift
+  left=$(( end - $(date +%s) ))
+  [ "$left" -gt 10 ] || { echo "no time left for suite $suite"; return 1; }
+  echo "== suite $suite ($left s left) at $(date -u +%H:%M:%S)"
+  timeout "$left" python3 -m bench.cli --results "$RESULTS" run --suite "$suite" --device cuda \
+      ${JOBS:+--jobs "$JOBS"} "$@"
+  echo "bench exit ($suite): $? at $(date -u +%H:%M:%S)"
+}
 run_suites() {
   end=$(( $(date +%s) + ${BENCH_TIMEOUT:-480} ))
+  local suite
   for suite in ${SUITES:-full}; do
-    left=$(( end - $(date +%s) ))
-    [ "$left" -gt 10 ] || { echo "no time left for suite $suite"; break; }
-    echo "== suite $suite ($left s left) at $(date -u +%H:%M:%S)"
-    timeout "$left" python3 -m bench.cli --results "$RESULTS" run --suite "$suite" --device cuda \
-        ${JOBS:+--jobs "$JOBS"} "$@"
-    echo "bench exit ($suite): $? at $(date -u +%H:%M:%S)"
+    if [ -n "${PARALLEL_SUITES:-}" ]; then
+      run_suite "$suite" "$@" 2>&1 | sed -u "s/^/[$suite] /" &
+    else
+      run_suite "$suite" "$@" || break
+    fi
   done
+  wait
 }
 if [ -n "${DETACH:-}" ]; then
-  export -f run_suites
-  export RESULTS SUITES JOBS BENCH_TIMEOUT
+  export -f run_suites run_suite
+  export RESULTS SUITES JOBS BENCH_TIMEOUT PARALLEL_SUITES
   setsid bash -c 'sample_host "$RESULTS" & sampler=$!; run_suites "$@"; echo "DETACHED RUN DONE $(date -u +%H:%M:%S)"
       kill $sampler' _ "$@" \
       > "$RESULTS/detached.log" 2>&1 < /dev/null &
