@@ -372,3 +372,25 @@ def test_workers_start_with_their_share_of_native_threads(monkeypatch):
         seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert seen.split() == ["1", "3", "3"]  # OMP, OpenBLAS, MKL in a child started inside the block
     assert "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "64"
+
+
+def test_two_runs_of_overlapping_grids_on_one_results_folder_train_and_write_each_once(tmp_path):
+    """Two `bench run`s side by side (as the GPU script's PARALLEL_SUITES=1 starts `full` and `mtard-full`, which
+    share models): the shared model is trained once, the shared cell written once, and both runs succeed."""
+    env = {**os.environ, "BENCH_PROGRESS": "0"}
+    common = [sys.executable, "-m", "bench.cli", "--results", str(tmp_path / "r"), "run", "--dataset", "uci-digits",
+              "--profile", "smoke", "--set", "epochs=30"]
+    runs = [subprocess.Popen(common + ["--defense", "standard", "--attack", "fgsm", "pgd-linf"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+            subprocess.Popen(common + ["--defense", "standard", "pgd-at", "--attack", "fgsm", "deepfool"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
+    outs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outs
+    assert sum(out.count("training standard") for out in outs) == 1, outs  # the other waited and loaded it
+    records = [json.loads(p.read_text()) for p in (tmp_path / "r" / "records").rglob("*.json")]
+    cells = sorted((r["defense"]["name"], r["attack"]["name"]) for r in records)
+    assert cells == [("pgd-at", "deepfool"), ("pgd-at", "fgsm"), ("standard", "deepfool"), ("standard", "fgsm"),
+                     ("standard", "pgd-linf")]  # the shared cell (standard, fgsm) once
+    assert all(r["status"] == "ok" for r in records)
+    weights = {r["defense"]["weights_sha256"] for r in records if r["defense"]["name"] == "standard"}
+    assert len(weights) == 1 and None not in weights  # every standard cell evaluated the one training
