@@ -81,15 +81,17 @@ run_suite() {
 }
 run_suites() {
   end=$(( $(date +%s) + ${BENCH_TIMEOUT:-480} ))
-  local suite
+  local suite pids=()
   for suite in ${SUITES:-full}; do
     if [ -n "${PARALLEL_SUITES:-}" ]; then
       run_suite "$suite" "$@" 2>&1 | sed -u "s/^/[$suite] /" &
+      pids+=($!)
     else
       run_suite "$suite" "$@" || break
     fi
   done
-  wait
+  # only the suites: in the detached session the host sampler is a background job too, and never ends
+  [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
 }
 if [ -n "${DETACH:-}" ]; then
   export -f run_suites run_suite
