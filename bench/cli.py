@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench.errors import UsageError
@@ -30,7 +31,19 @@ def _results_path(text: str) -> Path:
 def check_results_writable(results: Path) -> None:
     """Refuse a ``--results`` that cannot be written (a file, a read-only folder, /proc), before any compute:
     make the folder (with its missing parents), create and delete a file in it, and remove the folders that
-    were made for the probe, so that a refused run leaves nothing behind."""
+    were made for the probe, so that a refused run leaves nothing behind. Runs started side by side on one new
+    folder race to make and remove it: a probe that meets the other's folder appearing or vanishing is retried."""
+    for attempt in range(3):
+        try:
+            return _probe_writable(results)
+        except (FileExistsError, FileNotFoundError) as exc:
+            error = exc
+            time.sleep(0.1 * (attempt + 1))
+    raise UsageError(f"--results {results}: cannot write there ({error.strerror or error}); "
+                     f"give a folder you can write to")
+
+
+def _probe_writable(results: Path) -> None:
     missing = []  # results and its parents that do not exist yet, innermost first
     for path in (results, *results.parents):
         if path.exists():
@@ -47,6 +60,8 @@ def check_results_writable(results: Path) -> None:
         fd, probe = tempfile.mkstemp(prefix=".bench-write-probe-", dir=results)
         os.close(fd)
         os.unlink(probe)
+    except (FileExistsError, FileNotFoundError):
+        raise  # another run making or removing the same folders: the caller tries again
     except OSError as exc:
         raise UsageError(f"--results {results}: cannot write there ({exc.strerror or exc}); "
                          f"give a folder you can write to") from None

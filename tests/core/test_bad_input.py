@@ -190,6 +190,31 @@ def test_probe_leaves_nothing_behind(cli, tmp_path):
     assert nothing_written(existing)
 
 
+def test_probe_survives_a_parallel_run_making_and_removing_the_same_new_folder(tmp_path, monkeypatch):
+    """Two runs started together on one new --results: the other run makes the folder between this probe's look
+    and its mkdir, then removes it again before this probe writes into it; the probe tries again, not refuses."""
+    from bench.cli import check_results_writable
+
+    results, real_mkdir, raced = tmp_path / "new", Path.mkdir, []
+
+    def mkdir_as_the_other_run_wins(self, *args, **kwargs):
+        if self == results and not raced:
+            raced.append("made")
+            real_mkdir(self)  # the other run's mkdir came first
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_as_the_other_run_wins)
+    check_results_writable(results)
+    assert raced == ["made"] and results.is_dir() and not any(results.iterdir())
+
+    def mkdir_always_raced(self, *args, **kwargs):
+        raise FileExistsError(17, "File exists")
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_always_raced)
+    with pytest.raises(UsageError, match="cannot write there"):  # a race that never ends is still one clear line
+        check_results_writable(tmp_path / "never")
+
+
 @pytest.mark.parametrize("case", ["a file", "empty"])
 def test_leaderboard_bad_results_one_line(cli, tmp_path, monkeypatch, case):
     path, expected = _bad_results(tmp_path)[case]
