@@ -70,13 +70,21 @@ start_mps  # MPS=1 (on the H200: 8 lanes of the image and domain grids, each abo
 # PARALLEL_SUITES=1: the suites run side by side, not in turn (JOBS lanes each), so one suite's idle lanes do not
 # wait for the other's; two grids that share models (`full` and `mtard-full`: standard, pgd-at) train each once
 # (the cache lock) and write each cell once (the cell lock). Their output lines start with [suite].
+# SUITE_JOBS="full:4 mtard-full:3": lanes per suite, overriding JOBS (side by side, the suite whose longest
+# model takes longest gets more lanes: its models' cells are then cut into parts).
+suite_jobs() {
+  local pair
+  for pair in ${SUITE_JOBS:-}; do [ "${pair%%:*}" != "$1" ] || { echo "${pair#*:}"; return; }; done
+  echo "${JOBS:-}"
+}
 run_suite() {
-  local suite=$1 left; shift
+  local suite=$1 left jobs; shift
+  jobs=$(suite_jobs "$suite")
   left=$(( end - $(date +%s) ))
   [ "$left" -gt 10 ] || { echo "no time left for suite $suite"; return 1; }
   echo "== suite $suite ($left s left) at $(date -u +%H:%M:%S)"
   timeout "$left" python3 -m bench.cli --results "$RESULTS" run --suite "$suite" --device cuda \
-      ${JOBS:+--jobs "$JOBS"} "$@"
+      ${jobs:+--jobs "$jobs"} "$@"
   echo "bench exit ($suite): $? at $(date -u +%H:%M:%S)"
 }
 run_suites() {
@@ -94,8 +102,8 @@ run_suites() {
   [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
 }
 if [ -n "${DETACH:-}" ]; then
-  export -f run_suites run_suite
-  export RESULTS SUITES JOBS BENCH_TIMEOUT PARALLEL_SUITES
+  export -f run_suites run_suite suite_jobs
+  export RESULTS SUITES JOBS SUITE_JOBS BENCH_TIMEOUT PARALLEL_SUITES
   setsid bash -c 'sample_host "$RESULTS" & sampler=$!; run_suites "$@"; echo "DETACHED RUN DONE $(date -u +%H:%M:%S)"
       kill $sampler' _ "$@" \
       > "$RESULTS/detached.log" 2>&1 < /dev/null &

@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch
 
+from bench.errors import out_of_memory
 from bench.plugins import Certifier
 from bench.tracks.image_robustness import TRACK
 
@@ -35,7 +36,9 @@ def _margins(model, x, y, eps, method, bounds, num_classes, bounded):
         return lc.margin_lower_bounds(bounded, x, y, eps, method, bounds, num_classes)
     except (MemoryError, torch.cuda.OutOfMemoryError):
         raise
-    except RuntimeError:
+    except RuntimeError as exc:
+        if out_of_memory(exc):  # TorchScript wraps CUDA's out-of-memory error: a matter of batch size, not of path
+            raise
         dense = _cache(dense=True).get(model, tuple(x.shape[1:]), x.device)
         return lc.margin_lower_bounds(dense, x, y, eps, method, bounds, num_classes)
 
@@ -62,14 +65,35 @@ class _LiRPACertifier(Certifier):
         if eps == 0 or not verified.any():
             return verified
         num_classes = int(bounded.final_node().output_shape[-1])
-        bs = max(1, int(self.params.batch_size))
         idx = verified.nonzero().flatten()  # only the correctly classified need a bound
         with lc.not_certifiable_on_failure(model, f"{method} bound"):
-            for i in range(0, len(idx), bs):
-                b = idx[i:i + bs]
-                lb = _margins(model, x[b], y[b], eps, method, ctx.bounds, num_classes, bounded)
+            for b, lb in _bounds_in_batches(idx, int(self.params.batch_size), lambda b: _margins(
+                    model, x[b], y[b], eps, method, ctx.bounds, num_classes, bounded)):
                 verified[b] = (lb > 0).all(dim=1)
         return verified
+
+
+def _bounds_in_batches(idx, batch_size: int, bound):
+    """(indices, bound(indices)) over ``idx`` in batches of ``batch_size``; a batch that runs out of memory (on a GPU
+    shared with other lanes, CROWN's memory grows with batch x unstable neurons) is halved and the rest of the
+    pass goes on at the smaller size. Each example's bound does not depend on its batch-mates, so the result is
+    the same; one example that does not fit raises the error."""
+    bs, i = max(1, batch_size), 0
+    while i < len(idx):
+        b = idx[i:i + bs]
+        try:
+            lb = bound(b)
+        except (MemoryError, RuntimeError) as exc:
+            if not out_of_memory(exc) or len(b) == 1:
+                raise
+            lb = None
+        if lb is None:  # outside the handler, so that the failed batch's tensors are free to go
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            bs = max(1, len(b) // 2)
+            continue
+        yield b, lb
+        i += len(b)
 
 
 @dataclass(frozen=True)
@@ -98,7 +122,9 @@ class CertifiedIBP(_LiRPACertifier):
 @dataclass(frozen=True)
 class CROWNParams:
     method: Literal["CROWN", "CROWN-IBP"] = "CROWN"
-    batch_size: int = 64  # examples per bound computation (CROWN's memory grows with batch x unstable neurons)
+    # Examples per bound computation. CROWN's memory grows with batch x unstable neurons: ~270 MiB an example for the
+    # full profile's cnn (benchmarks/crown_memory.py), so 64 is ~17 GiB, which leaves a shared GPU to other lanes.
+    batch_size: int = 64
 
 
 class CertifiedCROWN(_LiRPACertifier):
@@ -111,8 +137,8 @@ class CertifiedCROWN(_LiRPACertifier):
     ``method = "CROWN-IBP"`` (Zhang et al., ICLR 2020) takes the intermediate bounds from IBP and runs CROWN for
     the last layer only: cheaper, looser than CROWN, tighter than IBP for most but not all models.
 
-    Defaults: full CROWN in every profile, 64 examples per bound computation (256 in the full profile, for a
-    GPU). Measured on the 2-core CPU for
+    Defaults: full CROWN in every profile, 64 examples per bound computation in every profile (halved for the rest
+    of the pass when a batch runs out of memory). Measured on the 2-core CPU for
     cnn-small on Fashion-MNIST (28x28): ~65 ms per example for an untrained model, 25-50 ms for the quick
     ``lirpa`` model (fewer unstable ReLUs), i.e. under a minute per eps for the quick profile's 1,000 test images
     (only correctly classified ones are bounded): the quick profile keeps full CROWN. The wider ``cnn``
@@ -127,5 +153,4 @@ class CertifiedCROWN(_LiRPACertifier):
     """
 
     Params = CROWNParams
-    profiles = {"full": {"batch_size": 256}}  # the full profile runs on a GPU
     method = "CROWN"

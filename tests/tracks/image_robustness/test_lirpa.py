@@ -289,6 +289,40 @@ class _Sparse:
     bound_opts = {"sparse_intermediate_bounds": True}
 
 
+_TORCHSCRIPT_OOM = ("The following operation failed in the TorchScript interpreter.\nTraceback ...\n"
+                    "RuntimeError: CUDA out of memory. Tried to allocate 6.12 GiB.")
+
+
+def test_a_batch_out_of_memory_is_halved_with_the_same_result(robust, digits, monkeypatch):
+    """On a GPU shared with other lanes CROWN's batch can run out of memory (auto_LiRPA's TorchScript wraps the
+    error in a plain RuntimeError): the batch is halved, not sent down the dense path, and the verified mask is
+    the one a single batch gives."""
+    model, _ = robust
+    x, y = digits.test_x[:40], digits.test_y[:40]
+    real, sizes = lc.margin_lower_bounds, []
+
+    def fits_three(bounded, xb, *args, **kwargs):
+        sizes.append((len(xb), bounded.bound_opts.get("sparse_intermediate_bounds", True)))
+        if len(xb) > 3:
+            raise RuntimeError(_TORCHSCRIPT_OOM)
+        return real(bounded, xb, *args, **kwargs)
+
+    whole = _plugin("attack", "certified-crown", sets=["batch_size=64"]).certify(model, x, y, EPS, _attack_ctx())
+    monkeypatch.setattr(lc, "margin_lower_bounds", fits_three)
+    halved = _plugin("attack", "certified-crown", sets=["batch_size=12"]).certify(model, x, y, EPS, _attack_ctx())
+    assert torch.equal(halved, whole) and whole.any()
+    assert [n for n, _ in sizes[:3]] == [12, 6, 3] and all(n <= 3 for n, _ in sizes[3:])
+    assert all(sparse for _, sparse in sizes), "an out-of-memory batch must not be retried on the dense path"
+    assert sum(n for n, _ in sizes if n <= 3) == int((model(x).argmax(1) == y).sum())
+
+    def never_fits(*args, **kwargs):
+        raise RuntimeError(_TORCHSCRIPT_OOM)
+
+    monkeypatch.setattr(lc, "margin_lower_bounds", never_fits)
+    with pytest.raises(RuntimeError, match="out of memory"):  # not NotCertifiable: it says nothing of the model
+        _plugin("attack", "certified-crown").certify(model, x, y, EPS, _attack_ctx())
+
+
 # ---- (c) unsupported layers ----------------------------------------------------------------------------------
 class SortLayer(nn.Module):
     """torch.sort exports as onnx::TopK, which auto_LiRPA 0.3 cannot bound."""
