@@ -20,7 +20,10 @@ CPU_CERTIFIERS = ("certified-ibp",)
 GPU_CERTIFIERS = ("certified-ibp", "certified-crown")
 # Multi-teacher distillation against its baselines, one student architecture per profile.
 # The teachers are rows too (larger than the student, at the full budget): the students are read against them.
-MTARD_DEFENSES = ("standard", "pgd-at", "trades", "ard", "mtard", "standard-teacher", "pgd-at-teacher")
+# Jobs start in this order: the distilled students first, so that their lanes train the two teachers side by side
+# (mtard asks for the clean one first, ard for the robust one), and the rows the image grid shares last, so that
+# beside a running `full` grid their cells are mostly found finished rather than computed twice.
+MTARD_DEFENSES = ("mtard", "ard", "trades", "standard-teacher", "pgd-at-teacher", "standard", "pgd-at")
 MTARD_ATTACKS = ("fgsm", "pgd-linf", "cw-linf", "worst-case")
 
 
