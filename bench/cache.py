@@ -39,17 +39,18 @@ class ModelCache:
         return self.paths(key)[1].exists()
 
     @contextlib.contextmanager
-    def lock(self, key: str):
+    def lock(self, key: str, shared: bool = False):
         """Held while one model is looked up and trained: parallel workers that need the same model (a shared
-        teacher) train it once; the others wait, then load it. The OS drops the lock if its holder dies."""
+        teacher) train it once; the others wait, then load it. The OS drops the lock if its holder dies.
+        ``shared``: any number of shared holders at once, none beside an exclusive one."""
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock; the atomic writes still keep every file whole
             yield
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f"{key}.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        with open(self.root / f"{key}.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             try:
                 yield
             finally:

@@ -119,14 +119,16 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
         for w in pool.values():
             w.stop()
     # Lanes share a GPU, so a cell can run out of memory at another lane's peak: a job with such a cell runs once
-    # more when the lanes are gone, in this process and one job at a time (its model comes from the cache).
+    # more when the lanes are gone, in this process and one job at a time (its model comes from the cache), while
+    # any other run on the results folder waits between its steps.
     again = [i for i in pending if runner.unfinished(the_plan.jobs[i], profile)[1]]
     if again:
         runner.say(f"{len(again)} job(s) ran out of memory beside other lanes: running them again, one at a time")
     for i in again:
         runner.failed -= runner.unfinished(the_plan.jobs[i], profile)[0]  # counted again if they fail again
         runner.summary = []
-        runner.execute(Plan(profile, [the_plan.jobs[i]]))
+        with runner.alone():  # beside no lane of this run or of another on the same results folder
+            runner.execute(Plan(profile, [the_plan.jobs[i]]))
         for key in [k for k in rows if k[0] == i]:  # the whole job's rows replace its parts'
             del rows[key]
         rows[(i, -1)], runner.summary = runner.summary, []

@@ -111,6 +111,41 @@ def test_a_job_that_ran_out_of_memory_in_a_lane_runs_again_alone_and_other_failu
         [("oom-in-lanes", "ok")] * 2 + [("raises", "failed")] * 2 + [("standard", "ok")] * 2
 
 
+def test_a_process_alone_waits_for_running_steps_and_holds_new_ones_back(tmp_path):
+    """The after-lanes pass runs with the device to itself even beside another run on the same results folder
+    (two grids side by side): its ``alone()`` waits for the step another run is in, no step starts until it
+    ends, and its own steps pass. Threads stand in for processes: each lock is a file lock of its own."""
+    import threading
+    import time
+
+    lane, solo = Runner(Registry(), tmp_path, device="cpu"), Runner(Registry(), tmp_path, device="cpu")
+    events, in_step = [], threading.Event()
+
+    def step(name, hold=0.0):
+        with lane._turn():
+            events.append(f"{name} begins")
+            in_step.set()
+            time.sleep(hold)
+            events.append(f"{name} ends")
+
+    first = threading.Thread(target=step, args=("step", 0.5))
+    first.start()
+    assert in_step.wait(10)
+    with solo.alone():
+        events.append("alone begins")
+        second = threading.Thread(target=step, args=("next step",))
+        second.start()
+        with solo._turn():  # its own steps do not wait for itself
+            events.append("own step")
+        time.sleep(0.5)
+        events.append("alone ends")
+    for t in (first, second):
+        t.join(10)
+        assert not t.is_alive(), "a step or alone() never got its turn"
+    assert events == ["step begins", "step ends", "alone begins", "own step", "alone ends", "next step begins",
+                      "next step ends"]
+
+
 def test_jobs_below_one_is_a_usage_error(cli, tmp_path):
     code, _, err = cli("--results", tmp_path, "run", "--suite", "smoke", "--jobs", "0")
     assert code == 2 and "--jobs must be at least 1" in err and not tmp_path.joinpath("records").exists()
