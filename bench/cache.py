@@ -28,9 +28,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# The two locks of ``ModelCache.alone``: steps pass the gate (shared, at once released) and hold busy (shared)
+# while they run; a process alone holds both exclusively, so no step starts and every running one has ended.
+GATE, BUSY = "device-gate", "device-busy"
+
+
 class ModelCache:
     def __init__(self, root: Path):
         self.root = root
+        self._alone = False  # inside ``alone()``: this process has the device to itself
 
     def paths(self, key: str) -> tuple[Path, Path]:
         return self.root / f"{key}.safetensors", self.root / f"{key}.json"
@@ -55,6 +61,31 @@ class ModelCache:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def alone(self):
+        """This process's work inside runs with the device to itself: every run on this results folder (the
+        lanes of this one, another grid's beside it) finishes the step it is in -- a model's training, a cell --
+        and starts no other until this ends. For a job that ran out of memory beside other lanes."""
+        with self.lock(GATE), self.lock(BUSY):
+            self._alone = True
+            try:
+                yield
+            finally:
+                self._alone = False
+
+    @contextlib.contextmanager
+    def turn(self):
+        """One step (a model's training and clean pass, or a cell): it waits while another process is ``alone()``
+        and keeps that one waiting until it ends. Taken only at the top of a step, holding no other lock, so that
+        the waits cannot form a cycle (the lock order is gate, busy, then model and cell locks)."""
+        if self._alone:  # this process's own steps
+            yield
+            return
+        with self.lock(GATE, shared=True):
+            pass  # closed while someone is or waits to be alone: no new step starts
+        with self.lock(BUSY, shared=True):
+            yield
 
     def busy(self, key: str) -> bool:
         """Whether another holder of ``key``'s lock (a parallel worker training that model) has it now."""

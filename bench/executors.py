@@ -127,7 +127,7 @@ def run_parallel(runner, selection, the_plan, jobs: int, extra: dict | None = No
     for i in again:
         runner.failed -= runner.unfinished(the_plan.jobs[i], profile)[0]  # counted again if they fail again
         runner.summary = []
-        with runner.alone():  # beside no lane of this run or of another on the same results folder
+        with runner.cache.alone():  # beside no lane of this run or of another on the same results folder
             runner.execute(Plan(profile, [the_plan.jobs[i]]))
         for key in [k for k in rows if k[0] == i]:  # the whole job's rows replace its parts'
             del rows[key]

@@ -8,7 +8,6 @@ record per cell. Finished cells are skipped, so an interrupted run resumes; a fa
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -222,10 +221,6 @@ def model_key(defense: Defense, dataset: Dataset, seed: int) -> str:
     return hashing.digest(key)
 
 
-# The two locks of ``Runner.alone``: steps pass the gate (shared, at once released) and hold busy (shared) while
-# they run; a process alone holds both exclusively, so no step starts and every running one has ended.
-GATE, BUSY = "device-gate", "device-busy"
-
 # A cell that runs out of GPU memory is tried again this many times, after a pause growing by this many seconds.
 OOM_RETRIES = 2
 OOM_WAIT_S = 5.0
@@ -264,7 +259,6 @@ class Runner:
         self.failed = 0
         self._reported: set[Path] = set()  # damaged records already named
         self._probes: dict[str, dict] = {}  # per model: the gradient-masking probe
-        self._alone = False  # inside ``alone()``: this process has the device to itself
 
     def say(self, msg: str) -> None:
         print(msg, file=self.out or sys.stdout, flush=True)
@@ -403,7 +397,7 @@ class Runner:
                 continue
             self.say(f"{label}: {len(pending)} of {len(job.cells)} cells to run")
             try:
-                with self._turn():
+                with self.cache.turn():
                     model, meta = self.model(job.defense, job.dataset, job.seed, plan.profile)
                     # Clean accuracy only where the track's models classify (a text-to-image model does not).
                     classifies = self.registry.track(job.defense.track).classifies
@@ -426,7 +420,7 @@ class Runner:
             for cell in pending:
                 # Another process on the same results folder may have finished the cell meanwhile (it waited
                 # for the model, or the grids overlap): the cell lock and a second look write each cell once.
-                with self._turn(), self.cache.lock(f"cell-{cell.key}"):
+                with self.cache.turn(), self.cache.lock(f"cell-{cell.key}"):
                     if self.done(job, cell, plan.profile, weights):
                         if cell in job.cells:  # another part's cell is that part's to report
                             self.summary.append(self._summary_row(job, cell, read_record(
@@ -434,31 +428,6 @@ class Runner:
                         continue
                     self._evaluate_with_retries(job, cell, plan.profile, model, meta, clean)
         return 1 if self.failed else 0
-
-    @contextlib.contextmanager
-    def alone(self):
-        """This process's work inside runs with the device to itself: every run on this results folder (the
-        lanes of this one, another grid's beside it) finishes the step it is in -- a model's training, a cell --
-        and starts no other until this ends. For a job that ran out of memory beside other lanes."""
-        with self.cache.lock(GATE), self.cache.lock(BUSY):
-            self._alone = True
-            try:
-                yield
-            finally:
-                self._alone = False
-
-    @contextlib.contextmanager
-    def _turn(self):
-        """One step (a model's training and clean pass, or a cell): it waits while another process is ``alone()``
-        and keeps that one waiting until it ends. Taken only at the top of a step, holding no other lock, so that
-        the waits cannot form a cycle (the lock order is gate, busy, then model and cell locks)."""
-        if self._alone:
-            yield
-            return
-        with self.cache.lock(GATE, shared=True):
-            pass  # closed while someone is or waits to be alone: no new step starts
-        with self.cache.lock(BUSY, shared=True):
-            yield
 
     def _warn_outside(self, job: ModelJob, profile: str, weights: str | None) -> None:
         """Name the finished records of this model that this run does not hold (another grid's cells, of any

@@ -113,7 +113,7 @@ def test_a_job_that_ran_out_of_memory_in_a_lane_runs_again_alone_and_other_failu
 
 def test_a_process_alone_waits_for_running_steps_and_holds_new_ones_back(tmp_path):
     """The after-lanes pass runs with the device to itself even beside another run on the same results folder
-    (two grids side by side): its ``alone()`` waits for the step another run is in, no step starts until it
+    (two grids side by side): its ``cache.alone()`` waits for the step another run is in, no step starts until it
     ends, and its own steps pass. Threads stand in for processes: each lock is a file lock of its own."""
     import threading
     import time
@@ -122,7 +122,7 @@ def test_a_process_alone_waits_for_running_steps_and_holds_new_ones_back(tmp_pat
     events, in_step = [], threading.Event()
 
     def step(name, hold=0.0):
-        with lane._turn():
+        with lane.cache.turn():
             events.append(f"{name} begins")
             in_step.set()
             time.sleep(hold)
@@ -131,11 +131,11 @@ def test_a_process_alone_waits_for_running_steps_and_holds_new_ones_back(tmp_pat
     first = threading.Thread(target=step, args=("step", 0.5))
     first.start()
     assert in_step.wait(10)
-    with solo.alone():
+    with solo.cache.alone():
         events.append("alone begins")
         second = threading.Thread(target=step, args=("next step",))
         second.start()
-        with solo._turn():  # its own steps do not wait for itself
+        with solo.cache.turn():  # its own steps do not wait for itself
             events.append("own step")
         time.sleep(0.5)
         events.append("alone ends")
