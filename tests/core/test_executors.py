@@ -429,3 +429,27 @@ def test_two_runs_of_overlapping_grids_on_one_results_folder_train_and_write_eac
     assert all(r["status"] == "ok" for r in records)
     weights = {r["defense"]["weights_sha256"] for r in records if r["defense"]["name"] == "standard"}
     assert len(weights) == 1 and None not in weights  # every standard cell evaluated the one training
+
+
+def test_a_job_rerun_alone_beside_another_run_on_the_folder_finishes_and_so_does_the_other(tmp_path, capfd):
+    """The after-lanes pass (``cache.alone()``) of one run while another `bench run` works on the same results
+    folder: neither waits for ever, and both grids are complete."""
+    from plugins_for_executors import EXTRA as FAILING
+    from plugins_for_tests import EXTRA
+
+    env = {**os.environ, "BENCH_PROGRESS": "0"}
+    other = subprocess.Popen([sys.executable, "-m", "bench.cli", "--results", str(tmp_path), "run", "--dataset",
+                              "uci-digits", "--profile", "smoke", "--defense", "standard", "pgd-at", "--attack",
+                              "fgsm", "deepfool"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    extra, registry = registry_with(EXTRA, FAILING)
+    sel = grid(("oom-in-lanes", "standard"), ("fgsm", "pgd-linf"))
+    runner = Runner(registry, tmp_path, device="cpu")
+    assert run_parallel(runner, sel, plan(registry, sel), jobs=2, extra=extra) == 0
+    assert "1 job(s) ran out of memory beside other lanes" in capfd.readouterr().out
+    out = other.communicate(timeout=600)[0]
+    assert other.returncode == 0, out
+    records = [json.loads(p.read_text()) for p in (tmp_path / "records").rglob("*.json")]
+    assert sorted((r["defense"]["name"], r["attack"]["name"]) for r in records if r["status"] == "ok") == [
+        ("oom-in-lanes", "fgsm"), ("oom-in-lanes", "pgd-linf"), ("pgd-at", "deepfool"), ("pgd-at", "fgsm"),
+        ("standard", "deepfool"), ("standard", "fgsm"), ("standard", "pgd-linf")]
