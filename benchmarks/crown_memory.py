@@ -1,7 +1,7 @@
 """Peak memory of one CROWN bound computation (the ``certified-crown`` certifier's inner step) against its batch.
 
 The full profile certifies the image grid's ``cnn`` (conv32-conv64-conv64-fc256, Fashion-MNIST 28x28) at Linf
-0.1 in batches of ``CertifiedCROWN.profiles["full"]["batch_size"]``. auto_LiRPA 0.3 holds linear bounds of every
+0.1 in batches of the certifier's full-profile ``batch_size``. auto_LiRPA 0.3 holds linear bounds of every
 intermediate layer for the whole batch, so the peak grows about linearly with the batch: this script measures it
 at a few small batches, each in a fresh process (the CPU's peak RSS never goes down; on CUDA the allocator's
 ``max_memory_allocated``), fits the slope and extrapolates to the full profile's batch, to say which GPU holds a
@@ -49,9 +49,10 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--json", help="write the summary here too")
     args = p.parse_args(argv)
+    from bench.hparams import resolve
     from bench_attacks.image_robustness.certified import CertifiedCROWN
 
-    full_batch = int(CertifiedCROWN.profiles["full"]["batch_size"])
+    full_batch = int(resolve({"certified-crown": CertifiedCROWN}, "full", [])["certified-crown"].batch_size)
     points = []
     for batch in args.batch:
         out = subprocess.run([sys.executable, "-c", ONE, str(batch), args.device], capture_output=True, text=True)
